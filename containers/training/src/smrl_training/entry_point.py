@@ -1,0 +1,76 @@
+"""`train`: run the user's entry point the way a SageMaker training container does.
+
+Exit status is the script's. When the contract itself is broken (no entry point, a
+missing file) the reason goes to /opt/ml/output/failure, as on SageMaker.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+
+from smrl_training import contract
+from smrl_training.environment import TrainingEnvironment
+
+
+class ContractError(RuntimeError):
+    """The job handed to the container cannot be run as given."""
+
+
+def _write_failure(message: str) -> None:
+    try:
+        contract.OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        contract.FAILURE_FILE.write_text(message)
+    except OSError:
+        pass  # a read-only /opt/ml/output must not hide the original error
+
+
+def _command(env: TrainingEnvironment) -> list[str]:
+    if not env.program:
+        raise ContractError(
+            "No entry point: the hyperparameter 'sagemaker_program' is missing. "
+            "Pass entry_point=... (and source_dir=...) to the estimator."
+        )
+    script = env.code_dir / env.program
+    if not script.is_file():
+        present = sorted(p.name for p in env.code_dir.glob("*"))[:20] if env.code_dir.is_dir() else []
+        raise ContractError(
+            f"Entry point {env.program!r} not found in {env.code_dir} (it holds: {present}). "
+            "Check entry_point and source_dir of the estimator."
+        )
+    if script.suffix == ".py":
+        return [sys.executable, "-u", str(script), *env.user_args()]
+    return ["/bin/sh", str(script), *env.user_args()]
+
+
+def main() -> int:
+    try:
+        env = TrainingEnvironment.from_files()
+        command = _command(env)
+    except (ContractError, ValueError, OSError) as error:
+        message = f"{type(error).__name__}: {error}"
+        print(message, file=sys.stderr, flush=True)
+        _write_failure(message)
+        return contract.CONTRACT_ERROR_EXIT_CODE
+
+    contract.OUTPUT_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    contract.MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **env.sm_variables()}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
+    print(f"smrl-training: running {' '.join(command)}", flush=True)
+    try:
+        completed = subprocess.run(command, cwd=env.code_dir, env=child_env)
+    except KeyboardInterrupt:
+        return 130
+    if completed.returncode != 0 and not contract.FAILURE_FILE.exists():
+        _write_failure(f"The entry point {env.program} exited with status {completed.returncode}; see the log above.")
+    return completed.returncode
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # the contract's own bug: still leave a reason behind
+        _write_failure(traceback.format_exc())
+        raise

@@ -1,0 +1,105 @@
+"""`smrl-local`: build the images and train, on this machine, with no AWS account."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from emulator.engine import EngineError
+
+
+def _hyperparameter(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r} (e.g. rl.agent_params.algorithm.discount=0.95)")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def _cmd_engine(args: argparse.Namespace) -> int:
+    from emulator.engine import ensure
+
+    return ensure()
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from emulator.images import build_training_image
+
+    for variant in args.variant:
+        build_training_image(variant, force=args.force)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from emulator import metrics
+    from emulator.training import train
+
+    result = train(
+        args.preset,
+        hyperparameters=dict(args.hyperparameter or []),
+        steps=args.steps,
+        output_dir=args.output,
+        instance_type=args.instance_type,
+        build=not args.no_build,
+    )
+    print()
+    print(metrics.format_table(result.metrics))
+    print()
+    print(f"training wall time: {result.seconds:.1f} s")
+    print(f"model:        {result.model_data}")
+    print(f"output:       {result.output_data}")
+    print(f"log:          {result.log_file}")
+    if result.reward_curve:
+        print(f"reward curve: {result.reward_curve}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smrl-local",
+        description="SageMaker RL (Coach + MXNet) on this machine: local images, local mode, no AWS.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    engine = commands.add_parser("engine", help="check the Docker engine and compose; start/install them if possible")
+    engine.set_defaults(run=_cmd_engine)
+
+    build = commands.add_parser("build", help="build the training image (seconds when nothing changed)")
+    build.add_argument("--variant", choices=["cpu", "gpu"], action="append",
+                       help="image variant; repeat for both (default: cpu)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    build.set_defaults(run=_cmd_build)
+
+    train = commands.add_parser("train", help="train a preset with RLEstimator(...).fit() in local mode")
+    train.add_argument("--preset", default="preset-cartpole-dqn", help="preset file in presets/ (default: %(default)s)")
+    train.add_argument("--hyperparameter", "-p", metavar="NAME=VALUE", type=_hyperparameter, action="append",
+                       help="extra hyperparameter, e.g. -p rl.agent_params.algorithm.discount=0.95 "
+                            "or -p rl.evaluation_steps:EnvironmentEpisodes=5 (repeatable)")
+    train.add_argument("--steps", type=int, help="training budget in environment steps (overrides the preset's improve_steps)")
+    train.add_argument("--output", default="output", help="output folder; each job gets a subfolder (default: %(default)s)")
+    train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"], help="(default: %(default)s)")
+    train.add_argument("--no-build", action="store_true", help="do not build the image first")
+    train.set_defaults(run=_cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "variant", "unset") is None:
+        args.variant = ["cpu"]
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (EngineError, RuntimeError, ValueError, FileNotFoundError) as error:
+        print(f"smrl-local: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

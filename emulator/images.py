@@ -1,0 +1,313 @@
+"""Builds the training image from `containers/`, offline when it has to.
+
+Three steps, each skipped when its result is already there:
+
+1. a base image: a public Python/Debian image when a registry answers, otherwise one
+   made from Debian packages (debootstrap + `docker import`);
+2. a wheelhouse of every package pinned in the image's lock file, downloaded on the host
+   (where pip's certificates and indexes are configured) for Linux x86-64, CPython 3.11;
+3. `docker build` of `containers/training` with that base and wheelhouse.
+
+An image records the hash of everything it was built from (label `org.smrl.inputs-hash`);
+when nothing changed, `build_training_image` returns in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import docker
+import docker.errors
+
+from emulator.engine import require_engine
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONTAINERS_DIR = PROJECT_ROOT / "containers"
+TRAINING_CONTEXT = CONTAINERS_DIR / "training"
+
+COACH_VERSION = "1.0.1"
+TRAINING_REPOSITORY = "sagemaker-rl-local/coach-mxnet"
+VARIANTS = ("cpu", "gpu")
+PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
+OFFLINE_BASE_IMAGE = "sagemaker-rl-local/base:bookworm"
+# What the offline base needs beyond minbase: a venv-capable Python, `patch` for the
+# Coach patches, and the OpenMP / quad-math runtimes MXNet's wheel links against.
+OFFLINE_BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "patch", "libgomp1", "libquadmath0")
+DEBIAN_MIRROR = os.environ.get("SMRL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+INPUTS_HASH_LABEL = "org.smrl.inputs-hash"
+# The lock marks packages that have no wheel on PyPI; they are built from their sdists.
+SDIST_MARKER = "# build-from-sdist"
+# Old sdists (rl-coach's `python_requires=">=3.5.*"`) need a setuptools from before 67.
+SDIST_BUILD_REQUIREMENTS = ("setuptools<67", "wheel")
+WHEEL_PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
+                  "--implementation", "cp", "--abi", "cp311")
+
+Log = Callable[[str], None]
+
+
+class ImageBuildError(RuntimeError):
+    """An image could not be built; the message says why and what to do."""
+
+
+def training_image(variant: str = "cpu") -> str:
+    """Local tag of the training image, e.g. `sagemaker-rl-local/coach-mxnet:1.0.1-cpu`."""
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown image variant {variant!r}: use one of {VARIANTS}.")
+    return f"{TRAINING_REPOSITORY}:{COACH_VERSION}-{variant}"
+
+
+def work_dir() -> Path:
+    """Where builds keep their caches (wheelhouse, debootstrap tree): `$SMRL_WORK_DIR` or `./.smrl`."""
+    return Path(os.environ.get("SMRL_WORK_DIR", PROJECT_ROOT / ".smrl")).resolve()
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: str
+    built: bool
+    base_image: str
+    seconds: float
+
+
+# -- step 1: the base image ----------------------------------------------------------------
+
+def resolve_base_image(client: docker.DockerClient, log: Log = print) -> str:
+    """A base with Python 3.11: a public one if present or pullable, else the offline one."""
+    for name in (PUBLIC_BASE_IMAGE, OFFLINE_BASE_IMAGE):
+        if _image_exists(client, name):
+            log(f"base image: {name} (present)")
+            return name
+    try:
+        client.images.pull(PUBLIC_BASE_IMAGE)
+        log(f"base image: {PUBLIC_BASE_IMAGE} (pulled from the registry)")
+        return PUBLIC_BASE_IMAGE
+    except docker.errors.APIError as error:
+        reason = (error.explanation or str(error)).splitlines()[0][:200]
+        log(f"base image: registry not reachable ({reason}); building {OFFLINE_BASE_IMAGE} from Debian packages")
+    build_offline_base(client, log)
+    return OFFLINE_BASE_IMAGE
+
+
+def build_offline_base(client: docker.DockerClient, log: Log = print) -> None:
+    """debootstrap a minimal Debian bookworm with Python 3.11 and `docker import` it."""
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        raise ImageBuildError(
+            "No registry answers and the offline base cannot be made here: it needs root and "
+            "`debootstrap` (Debian/Ubuntu: `sudo apt-get install debootstrap`, then rerun as root), "
+            f"or a registry from which `docker pull {PUBLIC_BASE_IMAGE}` works."
+        )
+    with tempfile.TemporaryDirectory(prefix="smrl-rootfs-", dir=_cache_dir("tmp")) as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(OFFLINE_BASE_PACKAGES)}",
+                   "bookworm", str(rootfs), DEBIAN_MIRROR]
+        log(f"$ {' '.join(command)}")
+        _run(command, "debootstrap of the offline base image failed", log)
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (rootfs / cache).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        python_version = _rootfs_python_version(rootfs)
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        repository, tag = OFFLINE_BASE_IMAGE.split(":")
+        client.api.import_image_from_file(
+            str(archive), repository=repository, tag=tag,
+            changes=[f"ENV PYTHON_VERSION={python_version}", 'CMD ["/bin/bash"]'],
+        )
+    log(f"base image: {OFFLINE_BASE_IMAGE} built (Debian bookworm, Python {python_version})")
+
+
+def _rootfs_python_version(rootfs: Path) -> str:
+    found = subprocess.run(["chroot", str(rootfs), "python3", "-c", "import platform; print(platform.python_version())"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() or "3.11"
+
+
+# -- step 2: the wheelhouse ----------------------------------------------------------------
+
+def read_lock(lock_file: Path) -> tuple[list[str], list[str]]:
+    """The lock's pins, split into (wheels to download, sdists to build)."""
+    wheels, sdists = [], []
+    for line in lock_file.read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            (sdists if SDIST_MARKER in line else wheels).append(requirement)
+    return wheels, sdists
+
+
+def ensure_wheelhouse(lock_file: Path, log: Log = print) -> Path:
+    """A folder holding a wheel for every pin in `lock_file`, made once per lock content."""
+    digest = hashlib.sha256(lock_file.read_bytes()).hexdigest()[:16]
+    wheelhouse = _cache_dir("wheelhouse") / f"{lock_file.stem}-{digest}"
+    complete = wheelhouse / ".complete"
+    if complete.exists():
+        log(f"wheelhouse: {wheelhouse} (cached)")
+        return wheelhouse
+    wheels, sdists = read_lock(lock_file)
+    partial = wheelhouse.with_name(wheelhouse.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    log(f"wheelhouse: downloading {len(wheels)} wheels for Linux x86-64 / CPython 3.11")
+    requirements = partial / "wheels.txt"
+    requirements.write_text("\n".join(wheels) + "\n")
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *WHEEL_PLATFORM,
+          "--dest", str(partial), "--requirement", str(requirements), "--quiet"],
+         "downloading the image's wheels failed (is PyPI reachable? the lock is " + str(lock_file) + ")", log)
+    if sdists:
+        log(f"wheelhouse: building {', '.join(sdists)} from source")
+        _run([str(_sdist_builder(log)), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+              "--wheel-dir", str(partial), "--quiet", *sdists],
+             "building wheels from sdists failed", log)
+    requirements.unlink()
+    shutil.rmtree(wheelhouse, ignore_errors=True)
+    partial.rename(wheelhouse)
+    complete.touch()
+    return wheelhouse
+
+
+def _sdist_builder(log: Log) -> Path:
+    """A small venv with an old setuptools, only for building the lock's sdists."""
+    venv = _cache_dir("sdist-builder")
+    python = venv / "bin" / "python"
+    if not python.exists():
+        log(f"wheelhouse: creating {venv} ({', '.join(SDIST_BUILD_REQUIREMENTS)})")
+        _run([sys.executable, "-m", "venv", str(venv)], "creating the sdist build venv failed", log)
+        _run([str(python), "-m", "pip", "install", "--quiet", *SDIST_BUILD_REQUIREMENTS],
+             "installing setuptools<67 into the sdist build venv failed", log)
+    return python
+
+
+# -- step 3: the image ---------------------------------------------------------------------
+
+def inputs_hash(context: Path, variant: str, base_image_id: str) -> str:
+    """Hash of everything the image is built from, except the wheelhouse (it follows the lock)."""
+    digest = hashlib.sha256(f"{variant}\n{base_image_id}\n".encode())
+    for path in sorted(_context_files(context, variant)):
+        digest.update(str(path.relative_to(context)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _context_files(context: Path, variant: str) -> Iterable[Path]:
+    for path in context.rglob("*"):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        if path.name.startswith("requirements-") and path.name != f"requirements-{variant}.lock":
+            continue
+        yield path
+
+
+def build_training_image(variant: str = "cpu", *, force: bool = False, region: str | None = None,
+                         log: Log = print) -> BuildResult:
+    """Builds (or confirms up to date) the training image for `variant` ("cpu" or "gpu")."""
+    import time
+
+    started = time.monotonic()
+    client = require_engine()
+    image = training_image(variant)
+    base = resolve_base_image(client, log)
+    base_id = client.images.get(base).id
+    wanted = inputs_hash(TRAINING_CONTEXT, variant, base_id)
+    if not force and _label(client, image, INPUTS_HASH_LABEL) == wanted:
+        log(f"{image}: up to date (inputs {wanted[:12]})")
+        _tag_for_sdk(client, image, variant, region, log)
+        return BuildResult(image, False, base, time.monotonic() - started)
+
+    wheelhouse = ensure_wheelhouse(TRAINING_CONTEXT / f"requirements-{variant}.lock", log)
+    log(f"{image}: building from {TRAINING_CONTEXT.relative_to(PROJECT_ROOT)} on {base}")
+    context = _context_archive(TRAINING_CONTEXT, variant, wheelhouse)
+    try:
+        stream = client.api.build(
+            fileobj=context, custom_context=True, encoding="gzip", tag=image, rm=True, forcerm=True,
+            buildargs={"BASE_IMAGE": base, "VARIANT": variant},
+            labels={INPUTS_HASH_LABEL: wanted, "org.smrl.base-image": base},
+            decode=True,
+        )
+        _follow_build(stream, log)
+    finally:
+        context.close()
+    _tag_for_sdk(client, image, variant, region, log)
+    seconds = time.monotonic() - started
+    log(f"{image}: built in {seconds:.0f} s")
+    return BuildResult(image, True, base, seconds)
+
+
+def _context_archive(context: Path, variant: str, wheelhouse: Path) -> io.BufferedRandom:
+    archive = tempfile.TemporaryFile(dir=_cache_dir("tmp"))
+    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=1) as tar:
+        for path in _context_files(context, variant):
+            tar.add(path, arcname=str(path.relative_to(context)))
+        for wheel in sorted(wheelhouse.glob("*.whl")):
+            tar.add(wheel, arcname=f"wheelhouse/{wheel.name}")
+    archive.seek(0)
+    return archive
+
+
+def _follow_build(stream: Iterable[dict], log: Log) -> None:
+    tail: list[str] = []
+    for chunk in stream:
+        if "error" in chunk:
+            detail = "\n".join(tail[-15:])
+            raise ImageBuildError(f"docker build failed: {chunk['error'].strip()}\n--- last build output ---\n{detail}")
+        text = chunk.get("stream", "").rstrip()
+        if text:
+            tail.append(text)
+            if text.startswith("Step ") or "applying" in text or text.startswith(("mxnet ", "Successfully")):
+                log(f"  {text}")
+
+
+def _tag_for_sdk(client: docker.DockerClient, image: str, variant: str, region: str | None, log: Log) -> None:
+    from emulator.jobs import ensure_sdk_tags
+    from emulator.session import default_region
+
+    for uri in ensure_sdk_tags(region or default_region(), client):
+        log(f"{image}: tagged {uri} (the URI the SageMaker SDK computes)")
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _image_exists(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _label(client: docker.DockerClient, image: str, label: str) -> str | None:
+    try:
+        return (client.images.get(image).labels or {}).get(label)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _cache_dir(name: str) -> Path:
+    path = work_dir() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run(command: list[str], failure: str, log: Log) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip().splitlines()
+        raise ImageBuildError(f"{failure}: `{' '.join(command[:4])} ...` exited {done.returncode}.\n"
+                              + "\n".join(output[-20:]))
+
+
+def image_labels(variant: str = "cpu") -> dict[str, str]:
+    """The labels of the built training image (what is really inside it)."""
+    client = require_engine()
+    return dict(client.images.get(training_image(variant)).labels or {})
+

@@ -1,0 +1,193 @@
+"""A SageMaker SDK 2.x local-mode session that never reaches AWS.
+
+``local_session()`` returns a ``LocalSession`` for unchanged estimator code
+(``RLEstimator(..., instance_type="local", sagemaker_session=local_session())``) that:
+
+* holds placeholder credentials, so the host's real AWS keys never reach a container
+  (the SDK copies the session credentials into every container's environment);
+* refuses every AWS API call before it leaves the process, naming the operation;
+* answers ``default_bucket()`` locally and opts out of SDK telemetry;
+* runs each training job with the guard rails of ``emulator.jobs``: engine, GPU and
+  image checks first, an internal network during, no containers or temp folders after.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import boto3
+import botocore.session
+import yaml
+from sagemaker.local import LocalSession
+from sagemaker.local.entities import _LocalTrainingJob
+from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
+from sagemaker.local.local_session import LocalSagemakerClient
+
+from emulator.engine import require_engine
+from emulator.jobs import NETWORK_NAME, JobGuard
+
+DEFAULT_REGION = "us-west-2"
+LOCAL_BUCKET = "sagemaker-rl-local"
+PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
+PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
+
+# Passed as the session's SDK defaults, so that the host's admin/user config files (which
+# may point at S3) are not read, and telemetry (an STS call plus an S3 GET per job) is off.
+SDK_DEFAULTS = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
+
+
+class AWSCallRefused(RuntimeError):
+    """Something tried to call an AWS API through the local session."""
+
+
+def _refuse_aws_call(request, **_) -> None:
+    raise AWSCallRefused(
+        f"sagemaker-rl-local never calls AWS, and refused {request.method} {request.url}. "
+        "Use file:// URIs for inputs and output_path, and local images "
+        '(instance_type="local" or "local_gpu").'
+    )
+
+
+def _offline_boto_session(region: str) -> boto3.Session:
+    """A boto3 session with placeholder keys that reads no AWS config or credentials files
+    and refuses every request before it is sent."""
+    # Without a profile or files from the environment, AWS_PROFILE and ~/.aws cannot
+    # change (or break) this session.
+    core = botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )
+    # Registered before any client exists: clients copy the handlers when created.
+    core.register("before-send", _refuse_aws_call)
+    return boto3.Session(
+        botocore_session=core,
+        aws_access_key_id=PLACEHOLDER_ACCESS_KEY,
+        aws_secret_access_key=PLACEHOLDER_SECRET_KEY,
+        region_name=region,
+    )
+
+
+class _IsolatedContainer(_SageMakerContainer):
+    """The SDK's job runner, recording what it creates so it can all be removed, and
+    declaring the network external so compose never creates a non-internal one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.created_folders: list[str] = []
+
+    def _create_tmp_folder(self):
+        folder = super()._create_tmp_folder()
+        self.created_folders.append(folder)
+        return folder
+
+    def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
+        content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
+        if NETWORK_NAME in content.get("networks", {}):  # absent in SageMaker Studio
+            content["networks"][NETWORK_NAME]["external"] = True
+            with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
+                yaml.safe_dump(content, f, default_flow_style=False)
+        return content
+
+
+class _GuardedLocalClient(LocalSagemakerClient):
+    """Runs local training jobs inside a ``JobGuard``."""
+
+    def create_training_job(
+        self,
+        TrainingJobName,
+        AlgorithmSpecification,
+        OutputDataConfig,
+        ResourceConfig,
+        InputDataConfig=None,
+        Environment=None,
+        **kwargs,
+    ):
+        """Same contract as ``LocalSagemakerClient.create_training_job``, plus the guard
+        rails of ``emulator.jobs``; without the SDK's telemetry wrapper."""
+        session = self.sagemaker_session
+        image = AlgorithmSpecification["TrainingImage"]
+        instance_type = ResourceConfig["InstanceType"]
+        if not OutputDataConfig.get("S3OutputPath"):
+            # The SDK would leave model.tar.gz in the temp folder the guard deletes.
+            output = Path(session.work_dir, "output", TrainingJobName).resolve()
+            OutputDataConfig = {**OutputDataConfig, "S3OutputPath": output.as_uri()}
+
+        client = require_engine()
+        try:
+            with JobGuard(client, image, instance_type, session.boto_region_name) as guard:
+                container = _IsolatedContainer(
+                    instance_type,
+                    ResourceConfig["InstanceCount"],
+                    image,
+                    sagemaker_session=session,
+                )
+                guard.hosts = container.hosts
+                guard.folders = container.created_folders
+                if AlgorithmSpecification.get("ContainerEntrypoint"):
+                    container.container_entrypoint = AlgorithmSpecification["ContainerEntrypoint"]
+                if AlgorithmSpecification.get("ContainerArguments"):
+                    container.container_arguments = AlgorithmSpecification["ContainerArguments"]
+                job = _LocalTrainingJob(container)
+                job.start(
+                    InputDataConfig or [],
+                    OutputDataConfig,
+                    kwargs.get("HyperParameters", {}),
+                    Environment or {},
+                    TrainingJobName,
+                )
+        finally:
+            client.close()
+        LocalSagemakerClient._training_jobs[TrainingJobName] = job
+
+
+class LocalRLSession(LocalSession):
+    """``LocalSession`` that stays on this machine; build it with ``local_session()``."""
+
+    def __init__(self, boto_session: boto3.Session, work_dir: Path):
+        self.work_dir = work_dir
+        super().__init__(
+            boto_session=boto_session,
+            default_bucket=LOCAL_BUCKET,
+            sagemaker_config=SDK_DEFAULTS,
+        )
+        self.sagemaker_client = _GuardedLocalClient(self)
+        containers = work_dir / "containers"
+        containers.mkdir(parents=True, exist_ok=True)
+        self.config = {"local": {"local_code": True, "container_root": str(containers)}}
+
+    def default_bucket(self) -> str:
+        """A fixed name; the SDK's version asks STS and S3."""
+        return LOCAL_BUCKET
+
+
+def default_region() -> str:
+    """The region the SDK computes image URIs for: AWS_REGION, AWS_DEFAULT_REGION, or us-west-2."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def _default_work_dir() -> Path:
+    return Path(os.environ.get("SMRL_WORK_DIR") or Path.cwd() / ".smrl")
+
+
+def local_session(region: str | None = None, work_dir: str | Path | None = None) -> LocalRLSession:
+    """A SageMaker local-mode session for training on this machine, without AWS.
+
+    Args:
+        region: Region the SDK computes image URIs for; defaults to ``AWS_REGION``, then
+            ``AWS_DEFAULT_REGION``, then ``us-west-2``. Nothing is sent to it.
+        work_dir: Folder for job files: SDK temp folders under ``containers/`` (deleted
+            after each job) and model artifacts of jobs without an ``output_path`` under
+            ``output/<job name>/``. Defaults to ``$SMRL_WORK_DIR``, else ``./.smrl``.
+
+    Returns:
+        A ``sagemaker.local.LocalSession`` subclass to pass as ``sagemaker_session``.
+    """
+    work_dir = Path(work_dir or _default_work_dir()).resolve()
+    return LocalRLSession(_offline_boto_session(region or default_region()), work_dir)

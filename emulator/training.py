@@ -1,0 +1,208 @@
+"""`smrl-local train`: one Coach preset through `RLEstimator(...).fit()` in local mode.
+
+The job is ordinary SDK code (the same a user sends to the cloud) run with the emulator's
+offline session. Around it: the images are built if missing, Coach's log is condensed to
+a progress line per few episodes (the full log goes to `train.log`), and afterwards the
+reward metrics are parsed with the SDK's own Coach metric definitions into a table and
+`reward_curve.png`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from emulator import metrics
+from emulator.images import PROJECT_ROOT, build_training_image
+
+PRESETS_DIR = PROJECT_ROOT / "presets"
+DEFAULT_ENTRY_POINT = "train_coach.py"
+DEFAULT_PRESET = "preset-cartpole-dqn"
+DEFAULT_OUTPUT_DIR = Path("output")
+PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/sagemaker-rl-local"
+LATEST_LINK = "latest"
+_PROGRESS_EVERY_EPISODES = 10
+_ERROR_LINE = re.compile(r"smrl-coach error: (.*)")
+
+Log = Callable[[str], None]
+
+
+class TrainingError(RuntimeError):
+    """The training job failed; the message carries the container's reason and the log's path."""
+
+
+@dataclass
+class TrainingResult:
+    job_name: str
+    output_dir: Path
+    model_data: Path
+    output_data: Path
+    log_file: Path
+    reward_curve: Path | None
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def train(
+    preset: str = DEFAULT_PRESET,
+    *,
+    hyperparameters: dict[str, Any] | None = None,
+    steps: int | None = None,
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    instance_type: str = "local",
+    source_dir: str | Path = PRESETS_DIR,
+    entry_point: str = DEFAULT_ENTRY_POINT,
+    build: bool = True,
+    log: Log = print,
+) -> TrainingResult:
+    """Trains `preset` in local mode and collects model, output, log and reward curve.
+
+    Args:
+        preset: Name of a preset file (without .py) in `source_dir`.
+        hyperparameters: Extra hyperparameters, e.g. `{"rl.agent_params.algorithm.discount": 0.95}`.
+        steps: Training budget in environment steps (overrides the preset's `improve_steps`).
+        output_dir: Each job gets `<output_dir>/<job name>/`; `<output_dir>/latest` points at the newest.
+        instance_type: "local" (CPU image) or "local_gpu" (GPU image, needs an NVIDIA runtime).
+        build: Build the training image first if it is missing or out of date.
+    """
+    from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
+
+    from emulator.session import local_session
+
+    if instance_type not in ("local", "local_gpu"):
+        raise ValueError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
+    if build:
+        build_training_image("gpu" if instance_type == "local_gpu" else "cpu", log=log)
+
+    job_name = _job_name(preset)
+    job_dir = (Path(output_dir) / job_name).resolve()
+    job_dir.mkdir(parents=True)
+    params: dict[str, Any] = {"RLCOACH_PRESET": preset, "save_model": 1, **(hyperparameters or {})}
+    if steps is not None:
+        params["rl.improve_steps:EnvironmentSteps"] = int(steps)
+
+    estimator = RLEstimator(
+        entry_point=entry_point,
+        source_dir=str(source_dir),
+        toolkit=RLToolkit.COACH,
+        toolkit_version="0.11.0",
+        framework=RLFramework.MXNET,
+        role=PLACEHOLDER_ROLE,
+        instance_type=instance_type,
+        instance_count=1,
+        output_path=job_dir.as_uri(),
+        hyperparameters=params,
+        metric_definitions=RLEstimator.default_metric_definitions(RLToolkit.COACH),
+        sagemaker_session=local_session(),
+    )
+    log_file = job_dir / "train.log"
+    log(f"training {preset} as job {job_name} ({instance_type}); full log: {log_file}")
+    started = time.monotonic()
+    with open(log_file, "w") as full_log:
+        progress = _Progress(full_log, log)
+        real_stdout, sys.stdout = sys.stdout, progress
+        try:
+            estimator.fit(job_name=job_name, wait=True, logs=True)
+        except RuntimeError as error:
+            raise TrainingError(_failure_message(job_dir, log_file, error)) from None
+        finally:
+            sys.stdout = real_stdout
+            progress.flush()
+    seconds = time.monotonic() - started
+
+    log_text = log_file.read_text()
+    found = metrics.parse_metrics(log_text)
+    curve = metrics.plot_reward_curve(found, job_dir / "reward_curve.png") if found.get(metrics.TRAINING) else None
+    _point_latest(Path(output_dir), job_dir)
+    return TrainingResult(
+        job_name=job_name,
+        output_dir=job_dir,
+        model_data=job_dir / "model.tar.gz",
+        output_data=job_dir / "output.tar.gz",
+        log_file=log_file,
+        reward_curve=curve,
+        metrics=found,
+        seconds=seconds,
+    )
+
+
+def _job_name(preset: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9-]+", "-", preset.removeprefix("preset-")).strip("-")[:30] or "job"
+    return f"smrl-{slug}-{datetime.now():%Y%m%d-%H%M%S-%f}"[:63]
+
+
+class _Progress(io.TextIOBase):
+    """Stands in for stdout during fit(): every line to the full log, a summary to the user."""
+
+    def __init__(self, full_log: TextIO, log: Log):
+        self.full_log = full_log
+        self.log = log
+        self.partial = ""
+        self.training_rewards: list[float] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.full_log.write(text)
+        self.partial += text
+        *lines, self.partial = self.partial.split("\n")
+        for line in lines:
+            self._show(metrics.normalise_line(line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.full_log.flush()
+
+    def _show(self, line: str) -> None:
+        if line.startswith("Training>"):
+            reward = _field(line, "Total reward")
+            if reward is not None:
+                self.training_rewards.append(reward)
+            episode = _field(line, "Episode")
+            if episode is not None and episode % _PROGRESS_EVERY_EPISODES == 0:
+                recent = self.training_rewards[-_PROGRESS_EVERY_EPISODES:]
+                steps = _field(line, "Steps")
+                self.log(f"  episode {int(episode):5d}  steps {int(steps or 0):6d}  "
+                         f"training reward (mean of last {len(recent)}) {sum(recent) / len(recent):6.1f}")
+        elif line.startswith("Testing>"):
+            self.log(f"  evaluation after episode {int(_field(line, 'Episode') or 0):5d}: "
+                     f"reward {_field(line, 'Total reward')}")
+        elif "smrl-coach error:" in line or "Traceback" in line or line.startswith(("Saved model file", "!!")):
+            self.log(f"  {line}")
+
+
+def _field(line: str, name: str) -> float | None:
+    found = re.search(rf"\b{re.escape(name)}=([-0-9.eE+]+)", line)
+    return float(found.group(1)) if found else None
+
+
+def _failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
+    """The container's own reason (its /opt/ml/output/failure file, or the error line of the log)."""
+    reason = None
+    output = job_dir / "output.tar.gz"
+    if output.exists():
+        with tarfile.open(output) as tar:
+            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "failure"), None)
+            if member is not None:
+                reason = tar.extractfile(member).read().decode(errors="replace").strip()
+    if reason is None and log_file.exists():
+        errors = _ERROR_LINE.findall(log_file.read_text())
+        reason = errors[-1] if errors else None
+    reason = reason or str(error)
+    return f"Training job failed: {reason}\nFull log: {log_file}"
+
+
+def _point_latest(output_dir: Path, job_dir: Path) -> None:
+    link = output_dir / LATEST_LINK
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(job_dir.name, target_is_directory=True)
+
