@@ -27,10 +27,12 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from emulator.images import build_training_image
+    from emulator.images import IMAGES, build_image
 
+    kinds = list(IMAGES) if args.image == "all" else [args.image]
     for variant in args.variant:
-        build_training_image(variant, force=args.force)
+        for kind in kinds:
+            build_image(kind, variant, force=args.force)
     return 0
 
 
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", help="check the Docker engine and compose; start/install them if possible")
     engine.set_defaults(run=_cmd_engine)
 
-    build = commands.add_parser("build", help="build the training image (seconds when nothing changed)")
+    build = commands.add_parser("build", help="build the images (seconds when nothing changed)")
+    build.add_argument("--image", choices=["training", "inference", "all"], default="training",
+                       help="which image (default: %(default)s)")
     build.add_argument("--variant", choices=["cpu", "gpu"], action="append",
                        help="image variant; repeat for both (default: cpu)")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")

@@ -1,4 +1,4 @@
-"""Builds the training image from `containers/`, offline when it has to.
+"""Builds the images under `containers/` (training, inference), offline when it has to.
 
 Three steps, each skipped when its result is already there:
 
@@ -6,10 +6,10 @@ Three steps, each skipped when its result is already there:
    made from Debian packages (debootstrap + `docker import`);
 2. a wheelhouse of every package pinned in the image's lock file, downloaded on the host
    (where pip's certificates and indexes are configured) for Linux x86-64, CPython 3.11;
-3. `docker build` of `containers/training` with that base and wheelhouse.
+3. `docker build` of `containers/<kind>` with that base and wheelhouse.
 
 An image records the hash of everything it was built from (label `org.smrl.inputs-hash`);
-when nothing changed, `build_training_image` returns in well under a second.
+when nothing changed, `build_image` returns in well under a second.
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ from emulator.engine import require_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_DIR = PROJECT_ROOT / "containers"
-TRAINING_CONTEXT = CONTAINERS_DIR / "training"
-
-COACH_VERSION = "1.0.1"
-TRAINING_REPOSITORY = "sagemaker-rl-local/coach-mxnet"
 VARIANTS = ("cpu", "gpu")
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
 OFFLINE_BASE_IMAGE = "sagemaker-rl-local/base:bookworm"
@@ -59,11 +55,38 @@ class ImageBuildError(RuntimeError):
     """An image could not be built; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of the project: its build context and local name."""
+
+    kind: str
+    repository: str
+    version: str
+
+    @property
+    def context(self) -> Path:
+        return CONTAINERS_DIR / self.kind
+
+    def tag(self, variant: str) -> str:
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown image variant {variant!r}: use one of {VARIANTS}.")
+        return f"{self.repository}:{self.version}-{variant}"
+
+
+IMAGES = {
+    "training": ImageSpec("training", "sagemaker-rl-local/coach-mxnet", "1.0.1"),
+    "inference": ImageSpec("inference", "sagemaker-rl-local/mxnet-inference", "1.9.1"),
+}
+
+
 def training_image(variant: str = "cpu") -> str:
     """Local tag of the training image, e.g. `sagemaker-rl-local/coach-mxnet:1.0.1-cpu`."""
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown image variant {variant!r}: use one of {VARIANTS}.")
-    return f"{TRAINING_REPOSITORY}:{COACH_VERSION}-{variant}"
+    return IMAGES["training"].tag(variant)
+
+
+def inference_image(variant: str = "cpu") -> str:
+    """Local tag of the inference image, e.g. `sagemaker-rl-local/mxnet-inference:1.9.1-cpu`."""
+    return IMAGES["inference"].tag(variant)
 
 
 def work_dir() -> Path:
@@ -208,25 +231,26 @@ def _context_files(context: Path, variant: str) -> Iterable[Path]:
         yield path
 
 
-def build_training_image(variant: str = "cpu", *, force: bool = False, region: str | None = None,
-                         log: Log = print) -> BuildResult:
-    """Builds (or confirms up to date) the training image for `variant` ("cpu" or "gpu")."""
+def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = False,
+                region: str | None = None, log: Log = print) -> BuildResult:
+    """Builds (or confirms up to date) the `kind` image ("training", "inference") for `variant`."""
     import time
 
     started = time.monotonic()
+    spec = IMAGES[kind]
     client = require_engine()
-    image = training_image(variant)
+    image = spec.tag(variant)
     base = resolve_base_image(client, log)
     base_id = client.images.get(base).id
-    wanted = inputs_hash(TRAINING_CONTEXT, variant, base_id)
+    wanted = inputs_hash(spec.context, variant, base_id)
     if not force and _label(client, image, INPUTS_HASH_LABEL) == wanted:
         log(f"{image}: up to date (inputs {wanted[:12]})")
-        _tag_for_sdk(client, image, variant, region, log)
+        _tag_for_sdk(client, image, region, log)
         return BuildResult(image, False, base, time.monotonic() - started)
 
-    wheelhouse = ensure_wheelhouse(TRAINING_CONTEXT / f"requirements-{variant}.lock", log)
-    log(f"{image}: building from {TRAINING_CONTEXT.relative_to(PROJECT_ROOT)} on {base}")
-    context = _context_archive(TRAINING_CONTEXT, variant, wheelhouse)
+    wheelhouse = ensure_wheelhouse(spec.context / f"requirements-{variant}.lock", log)
+    log(f"{image}: building from {spec.context.relative_to(PROJECT_ROOT)} on {base}")
+    context = _context_archive(spec.context, variant, wheelhouse)
     try:
         stream = client.api.build(
             fileobj=context, custom_context=True, encoding="gzip", tag=image, rm=True, forcerm=True,
@@ -237,7 +261,7 @@ def build_training_image(variant: str = "cpu", *, force: bool = False, region: s
         _follow_build(stream, log)
     finally:
         context.close()
-    _tag_for_sdk(client, image, variant, region, log)
+    _tag_for_sdk(client, image, region, log)
     seconds = time.monotonic() - started
     log(f"{image}: built in {seconds:.0f} s")
     return BuildResult(image, True, base, seconds)
@@ -267,12 +291,12 @@ def _follow_build(stream: Iterable[dict], log: Log) -> None:
                 log(f"  {text}")
 
 
-def _tag_for_sdk(client: docker.DockerClient, image: str, variant: str, region: str | None, log: Log) -> None:
+def _tag_for_sdk(client: docker.DockerClient, image: str, region: str | None, log: Log) -> None:
     from emulator.jobs import ensure_sdk_tags
     from emulator.session import default_region
 
     for uri in ensure_sdk_tags(region or default_region(), client):
-        log(f"{image}: tagged {uri} (the URI the SageMaker SDK computes)")
+        log(f"tagged {uri} (the URI the SageMaker SDK computes)")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -304,10 +328,3 @@ def _run(command: list[str], failure: str, log: Log) -> None:
         output = (done.stdout + done.stderr).strip().splitlines()
         raise ImageBuildError(f"{failure}: `{' '.join(command[:4])} ...` exited {done.returncode}.\n"
                               + "\n".join(output[-20:]))
-
-
-def image_labels(variant: str = "cpu") -> dict[str, str]:
-    """The labels of the built training image (what is really inside it)."""
-    client = require_engine()
-    return dict(client.images.get(training_image(variant)).labels or {})
-

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from emulator import metrics
-from emulator.images import PROJECT_ROOT, build_training_image
+from emulator.images import PROJECT_ROOT, build_image
 
 PRESETS_DIR = PROJECT_ROOT / "presets"
 DEFAULT_ENTRY_POINT = "train_coach.py"
@@ -79,7 +79,7 @@ def train(
     if instance_type not in ("local", "local_gpu"):
         raise ValueError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
     if build:
-        build_training_image("gpu" if instance_type == "local_gpu" else "cpu", log=log)
+        build_image("training", "gpu" if instance_type == "local_gpu" else "cpu", log=log)
 
     job_name = _job_name(preset)
     job_dir = (Path(output_dir) / job_name).resolve()
