@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -39,6 +40,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from emulator import metrics
     from emulator.training import train
+
+    if not args.verbose:
+        # The SDK logs the whole compose file and each step at INFO; train.log has the job's output.
+        logging.getLogger("sagemaker").setLevel(logging.WARNING)
 
     result = train(
         args.preset,
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", default="output", help="output folder; each job gets a subfolder (default: %(default)s)")
     train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"], help="(default: %(default)s)")
     train.add_argument("--no-build", action="store_true", help="do not build the image first")
+    train.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     train.set_defaults(run=_cmd_train)
     return parser
 

@@ -29,6 +29,7 @@ from emulator.jobs import NETWORK_NAME, JobGuard
 
 DEFAULT_REGION = "us-west-2"
 LOCAL_BUCKET = "sagemaker-rl-local"
+PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
 PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
 
@@ -165,6 +166,12 @@ class LocalRLSession(LocalSession):
     def default_bucket(self) -> str:
         """A fixed name; the SDK's version asks STS and S3."""
         return LOCAL_BUCKET
+
+    def expand_role(self, role: str) -> str:
+        """A role name as a placeholder ARN; the SDK's version asks IAM. Local jobs use no role."""
+        if "/" in role:
+            return role
+        return f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/{role}"
 
 
 def default_region() -> str:

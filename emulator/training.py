@@ -9,18 +9,24 @@ reward metrics are parsed with the SDK's own Coach metric definitions into a tab
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import shutil
+import signal
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from emulator import metrics
+from emulator.engine import EngineError
 from emulator.images import PROJECT_ROOT, build_image
+from emulator.jobs import JobSetupError
 
 PRESETS_DIR = PROJECT_ROOT / "presets"
 DEFAULT_ENTRY_POINT = "train_coach.py"
@@ -105,16 +111,18 @@ def train(
     log_file = job_dir / "train.log"
     log(f"training {preset} as job {job_name} ({instance_type}); full log: {log_file}")
     started = time.monotonic()
-    with open(log_file, "w") as full_log:
-        progress = _Progress(full_log, log)
-        real_stdout, sys.stdout = sys.stdout, progress
-        try:
-            estimator.fit(job_name=job_name, wait=True, logs=True)
-        except RuntimeError as error:
-            raise TrainingError(_failure_message(job_dir, log_file, error)) from None
-        finally:
-            sys.stdout = real_stdout
-            progress.flush()
+    try:
+        interrupted = _fit_with_progress(estimator, job_name, log_file, log)
+    except (EngineError, JobSetupError):
+        # Refused before any container started: there is nothing of this job to keep.
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    except RuntimeError as error:
+        raise TrainingError(_failure_message(job_dir, log_file, error)) from None
+    if interrupted:
+        # fit() swallows KeyboardInterrupt (its telemetry wrapper returns from `finally`);
+        # the session's guard has already removed the containers. Pass the interrupt on.
+        raise KeyboardInterrupt(f"training interrupted; partial output kept in {job_dir}")
     seconds = time.monotonic() - started
 
     log_text = log_file.read_text()
@@ -131,6 +139,38 @@ def train(
         metrics=found,
         seconds=seconds,
     )
+
+
+def _fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log) -> bool:
+    """Runs fit() with its output condensed for the user; returns whether Ctrl-C was pressed."""
+    with open(log_file, "w") as full_log, _interrupt_recorder() as interrupted:
+        progress = _Progress(full_log, log)
+        real_stdout, sys.stdout = sys.stdout, progress
+        try:
+            estimator.fit(job_name=job_name, wait=True, logs=True)
+        finally:
+            sys.stdout = real_stdout
+            progress.flush()
+    return bool(interrupted)
+
+
+@contextlib.contextmanager
+def _interrupt_recorder() -> Iterator[list[bool]]:
+    """Notes a Ctrl-C (then raises it as usual) so that it survives fit() swallowing it."""
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _job_name(preset: str) -> str:

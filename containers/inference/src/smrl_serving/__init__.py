@@ -1,0 +1,13 @@
+"""SageMaker MXNet serving contract for the sagemaker-rl-local inference image.
+
+One job per module:
+
+* `contract`    - paths, environment variables and limits SageMaker defines;
+* `errors`      - exceptions that carry the HTTP status a client should see;
+* `codecs`      - media types, Accept negotiation, request decoding and response encoding;
+* `model`       - the default `model_fn`: an exported MXNet symbol + params, else ONNX;
+* `onnx_compat` - lets MXNet's ONNX importer read MXNet-exported (Coach) ONNX files;
+* `handlers`    - the user's inference module, with defaults for what it leaves out;
+* `app`         - the ASGI application: /ping, /invocations, /execution-parameters;
+* `server`      - the `serve` launcher (uvicorn, one process per worker).
+"""
