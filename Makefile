@@ -28,7 +28,7 @@ images: engine  ## build the CPU training image (seconds when nothing changed)
 	$(SMRL) build
 
 local-train: images  ## train CartPole DQN in local mode, print the rewards, write reward_curve.png
-	$(SMRL) train $(TRAIN_ARGS)
+	$(SMRL) train --no-build $(TRAIN_ARGS)
 
 test: images  ## unit tests + integration tests against the real Docker engine (no benchmarks)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -144,8 +144,9 @@ def train(
 def _fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log) -> bool:
     """Runs fit() with its output condensed for the user; returns whether Ctrl-C was pressed."""
     with open(log_file, "w") as full_log, _interrupt_recorder() as interrupted:
-        progress = _Progress(full_log, log)
-        real_stdout, sys.stdout = sys.stdout, progress
+        real_stdout = sys.stdout
+        progress = _Progress(full_log, log, real_stdout)
+        sys.stdout = progress
         try:
             estimator.fit(job_name=job_name, wait=True, logs=True)
         finally:
@@ -181,9 +182,10 @@ def _job_name(preset: str) -> str:
 class _Progress(io.TextIOBase):
     """Stands in for stdout during fit(): every line to the full log, a summary to the user."""
 
-    def __init__(self, full_log: TextIO, log: Log):
+    def __init__(self, full_log: TextIO, log: Log, real_stdout: TextIO):
         self.full_log = full_log
-        self.log = log
+        self._log = log
+        self.real_stdout = real_stdout
         self.partial = ""
         self.training_rewards: list[float] = []
 
@@ -200,6 +202,14 @@ class _Progress(io.TextIOBase):
 
     def flush(self) -> None:
         self.full_log.flush()
+
+    def log(self, text: str) -> None:
+        # `log` may be print, which writes to sys.stdout: that is this object during fit().
+        replaced, sys.stdout = sys.stdout, self.real_stdout
+        try:
+            self._log(text)
+        finally:
+            sys.stdout = replaced
 
     def _show(self, line: str) -> None:
         if line.startswith("Training>"):

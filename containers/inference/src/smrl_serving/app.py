@@ -40,7 +40,7 @@ class Service:
             module = import_user_module(environ)
             self.transformer = Transformer(contract.MODEL_DIR, module,
                                            environ.get(contract.DEFAULT_ACCEPT_ENV) or contract.JSON)
-        except BaseException as error:  # noqa: BLE001 - a broken model must not crash-loop the worker
+        except BaseException as error:
             if isinstance(error, KeyboardInterrupt):
                 raise
             log.exception("loading the model failed; /ping answers 503 until the container is restarted")
@@ -136,7 +136,7 @@ async def _invocations(service: Service, scope, receive) -> tuple[int, bytes, by
         if error.status >= 500:
             log.error("%s", error)
         return error.status, str(error).encode(), TEXT
-    except (Exception, SystemExit) as error:  # noqa: BLE001 - user code; the worker must live on
+    except (Exception, SystemExit) as error:
         log.exception("inference failed")
         return 500, f"{type(error).__name__}: {error}".encode(), TEXT
 

@@ -74,8 +74,12 @@ def import_user_module(environ=os.environ) -> ModuleType | None:
     if (code_dir / "requirements.txt").is_file():
         log.warning("%s is not installed: this image serves offline. Bake extra packages into the image.",
                     code_dir / "requirements.txt")
+    # Scripts written for SageMaker's MXNet images import Coach's ONNX export in model_fn.
+    from smrl_serving import onnx_compat
+
+    onnx_compat.install()
     sys.path.insert(0, str(code_dir))
-    name = path.name[:-3] if path.name.endswith(".py") else path.name
+    name = path.name.removesuffix(".py")
     log.info("importing user inference module %s from %s", name, code_dir)
     return importlib.import_module(name)
 

@@ -87,8 +87,9 @@ def load_model(model_dir: Path):
         block = gluon.SymbolBlock.imports(str(symbol_file), input_names, str(params[-1]), ctx=context)
         source = f"{symbol_file.name} + {params[-1].name}"
     elif (model_dir / contract.ONNX_FILE).is_file():
-        from smrl_serving import onnx_compat
         from mxnet.contrib import onnx as onnx_mxnet
+
+        from smrl_serving import onnx_compat
 
         onnx_compat.install()
         block = onnx_mxnet.import_to_gluon(str(model_dir / contract.ONNX_FILE), context)

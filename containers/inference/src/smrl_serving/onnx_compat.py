@@ -41,7 +41,7 @@ def normalize_graph(graph, opset_version: int):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset_version)])
     try:
         inferred = shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as error:  # shape inference is best effort: the importer then reports its own error
+    except Exception as error:  # noqa: BLE001 - best effort: the importer then reports its own error
         log.warning("ONNX shape inference failed (%s); importing the graph as it is", error)
         return graph
     shapes = {}

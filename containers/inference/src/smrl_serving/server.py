@@ -68,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MXNET_CPU_WORKER_NTHREADS", "1")
     # Synchronous engine: no hand-off to engine threads, ~10% faster per request on tiny nets.
     os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
+    import logging.config
+
     import uvicorn
 
     port = int(os.environ.get(contract.BIND_TO_PORT_ENV) or contract.DEFAULT_PORT)
     workers = worker_count()
     level = log_level()
+    logging.config.dictConfig(log_config(level))
     logging.getLogger("smrl_serving").info("serving on port %d with %d worker(s)", port, workers)
     uvicorn.run(
         "smrl_serving.app:create_app", factory=True,
