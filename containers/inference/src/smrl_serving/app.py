@@ -83,9 +83,10 @@ def deadline(seconds: float):
 def create_app(environ=os.environ):
     """The ASGI callable (uvicorn calls this factory once in each worker process)."""
     service = Service(environ)
-    workers = environ.get(contract.WORKERS_ENV) or str(os.cpu_count() or 1)
+    from smrl_serving.server import worker_count
+
     # SageMaker batch transform asks for this before sending work.
-    execution_parameters = json.dumps({"MaxConcurrentTransforms": int(workers), "BatchStrategy": "MULTI_RECORD",
+    execution_parameters = json.dumps({"MaxConcurrentTransforms": worker_count(environ), "BatchStrategy": "MULTI_RECORD",
                                        "MaxPayloadInMB": contract.MAX_PAYLOAD_BYTES // (1024 * 1024)}).encode()
 
     async def app(scope, receive, send):
