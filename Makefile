@@ -4,11 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SMRL   := $(BIN)/smrl-local
 
-# Pass extra flags to `smrl-local train`, e.g. make local-train TRAIN_ARGS="--steps 5000"
+# Extra flags: make local-train TRAIN_ARGS="--steps 5000", make local-serve SERVE_ARGS="--port 9000"
 TRAIN_ARGS ?=
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine images local-train test clean
+.PHONY: help venv engine images images-gpu local-train local-serve test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,14 +25,23 @@ venv: $(BIN)/.installed  ## create the virtualenv with the host package and test
 engine: venv  ## check the Docker engine + compose; on Debian/Ubuntu as root, install and start them
 	$(BIN)/python -m emulator.engine ensure
 
-images: engine  ## build the CPU training image (seconds when nothing changed)
-	$(SMRL) build
+images: engine  ## build the CPU training and inference images (seconds when nothing changed)
+	$(SMRL) build --image all
 
 local-train: images  ## train CartPole DQN in local mode, print the rewards, write reward_curve.png
 	$(SMRL) train --no-build $(TRAIN_ARGS)
 
+local-serve: images  ## serve the newest trained model on 127.0.0.1, drive CartPole with it, serve until Ctrl-C
+	$(SMRL) serve $(SERVE_ARGS)
+
 test: images  ## unit tests + integration tests against the real Docker engine (no benchmarks)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --benchmark-skip $(PYTEST_ARGS)
+
+images-gpu: engine  ## build the GPU (CUDA 11) training image: about 4 GB, not part of `make images`
+	$(SMRL) build --variant gpu
+
+bench: images  ## benchmarks of the images and local mode; table in the terminal and benchmarks/report.md
+	$(BIN)/pytest --benchmark-only $(PYTEST_ARGS)
 
 clean:  ## remove the virtualenv, build caches and training output (images stay)
 	rm -rf $(VENV) .smrl output

@@ -13,7 +13,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # passes its own SDK defaults, so those lines say nothing useful here.
 logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
-__all__ = ["local_session"]
+__all__ = ["endpoint", "local_session"]
 
 
 def __getattr__(name: str):
@@ -23,4 +23,8 @@ def __getattr__(name: str):
         from emulator.session import local_session
 
         return local_session
+    if name == "endpoint":
+        from emulator.endpoints import endpoint
+
+        return endpoint
     raise AttributeError(f"module 'emulator' has no attribute {name!r}")

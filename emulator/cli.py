@@ -1,4 +1,4 @@
-"""`smrl-local`: build the images and train, on this machine, with no AWS account."""
+"""`smrl-local`: build the images, train and serve, on this machine, with no AWS account."""
 
 from __future__ import annotations
 
@@ -65,6 +65,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import threading
+
+    from emulator.endpoints import endpoint, run_episodes
+    from emulator.training import newest_model
+
+    if not args.verbose:
+        logging.getLogger("sagemaker").setLevel(logging.WARNING)
+    model = args.model or newest_model(args.output)
+    print(f"serving {model}")
+    with endpoint(model, entry_point=args.entry_point, source_dir=args.source_dir, port=args.port) as predictor:
+        print(f"endpoint ready: {predictor.url}  (POST {predictor.url}/invocations, GET {predictor.url}/ping)")
+        print(f"try: curl -s -H 'Content-Type: application/json' -d '[0.0, 0.1, 0.0, -0.1]' {predictor.url}/invocations")
+        if args.episodes:
+            rewards = run_episodes(predictor, args.episodes, env_id=args.env)
+            print(f"{args.episodes} {args.env} episodes driven by the endpoint: rewards "
+                  f"{', '.join(f'{r:.0f}' for r in rewards)}; mean {sum(rewards) / len(rewards):.1f}")
+        if args.no_wait:
+            return 0
+        print("serving until Ctrl-C", flush=True)
+        threading.Event().wait()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smrl-local",
@@ -94,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-build", action="store_true", help="do not build the image first")
     train.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     train.set_defaults(run=_cmd_train)
+
+    serve = commands.add_parser("serve", help="serve a trained model on 127.0.0.1 with the SageMaker endpoint contract")
+    serve.add_argument("--model", help="model.tar.gz to serve (default: the newest under --output)")
+    serve.add_argument("--output", default="output", help="where `train` wrote its jobs (default: %(default)s)")
+    serve.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8080, or a free one when taken)")
+    serve.add_argument("--entry-point", help="inference script (model_fn/input_fn/predict_fn/output_fn or transform_fn)")
+    serve.add_argument("--source-dir", help="folder holding the inference script")
+    serve.add_argument("--episodes", type=int, default=5, help="CartPole episodes to drive with the endpoint first (default: %(default)s)")
+    serve.add_argument("--env", default="CartPole-v0", help="gymnasium environment for those episodes (default: %(default)s)")
+    serve.add_argument("--no-wait", action="store_true", help="remove the endpoint after the episodes instead of serving until Ctrl-C")
+    serve.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -20,12 +20,15 @@ import docker.errors
 from sagemaker import image_uris
 
 from emulator.engine import has_nvidia_runtime
-from emulator.images import training_image
+from emulator.images import inference_image, training_image
 
 logger = logging.getLogger(__name__)
 
 NETWORK_NAME = "sagemaker-local"
 LOCAL_TRAINING_IMAGES = {"local": training_image("cpu"), "local_gpu": training_image("gpu")}
+LOCAL_INFERENCE_IMAGES = {"local": inference_image("cpu"), "local_gpu": inference_image("gpu")}
+# The MXNet serving version the SDK picks for a Coach MXNet RLEstimator's model (MXNetModel).
+SDK_MXNET_SERVING_VERSION = "1.3"
 BUILD_IMAGES_FIX = "Build the images: `smrl-local build` (or `make images`)."
 
 _active_jobs = 0
@@ -48,24 +51,38 @@ def sdk_training_image_uri(region: str, instance_type: str = "local") -> str:
     )
 
 
+def sdk_inference_image_uri(region: str, instance_type: str = "local") -> str:
+    """The serving image URI ``MXNetModel`` (framework 1.3, py3) computes for ``region``."""
+    return image_uris.retrieve(
+        "mxnet",
+        region,
+        version=SDK_MXNET_SERVING_VERSION,
+        py_version="py3",
+        instance_type=instance_type,
+        image_scope="inference",
+    )
+
+
 def ensure_sdk_tags(region: str, client: docker.DockerClient | None = None) -> list[str]:
-    """Give each locally built training image the ECR URI the SDK computes for ``region``.
+    """Give each locally built image the ECR URI the SDK computes for ``region``.
 
     Local mode uses an image carrying that exact URI as is, so user code that names any
-    region runs our image instead of pulling. Images that are not built yet are skipped:
+    region runs our images instead of pulling. Images that are not built yet are skipped:
     the job's preflight reports them. Idempotent.
 
     Returns:
         The SDK URIs that now point at a local image.
     """
     client = client or docker.from_env()
+    wanted = [(tag, sdk_training_image_uri, kind) for kind, tag in LOCAL_TRAINING_IMAGES.items()]
+    wanted += [(tag, sdk_inference_image_uri, kind) for kind, tag in LOCAL_INFERENCE_IMAGES.items()]
     tagged = []
-    for instance_type, local_tag in LOCAL_TRAINING_IMAGES.items():
+    for local_tag, uri_for, instance_type in wanted:
         try:
             image = client.images.get(local_tag)
         except docker.errors.ImageNotFound:
             continue
-        uri = sdk_training_image_uri(region, instance_type)
+        uri = uri_for(region, instance_type)
         if uri not in image.tags:
             repository, tag = uri.rsplit(":", 1)
             image.tag(repository, tag)

@@ -23,9 +23,11 @@ from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
 from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
 from sagemaker.local.local_session import LocalSagemakerClient
+from sagemaker.utils import format_tags
 
 from emulator.engine import require_engine
 from emulator.jobs import NETWORK_NAME, JobGuard
+from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
 DEFAULT_REGION = "us-west-2"
 LOCAL_BUCKET = "sagemaker-rl-local"
@@ -148,6 +150,14 @@ class _GuardedLocalClient(LocalSagemakerClient):
         LocalSagemakerClient._training_jobs[TrainingJobName] = job
 
 
+    def create_endpoint(self, EndpointName, EndpointConfigName, Tags=None):
+        """Same contract as ``LocalSagemakerClient.create_endpoint``; serves through
+        ``emulator.serving`` (loopback port, fast readiness, always removed)."""
+        endpoint = LoopbackEndpoint(EndpointName, EndpointConfigName, format_tags(Tags), self.sagemaker_session)
+        LocalSagemakerClient._endpoints[EndpointName] = endpoint
+        endpoint.serve()
+
+
 class LocalRLSession(LocalSession):
     """``LocalSession`` that stays on this machine; build it with ``local_session()``."""
 
@@ -159,9 +169,15 @@ class LocalRLSession(LocalSession):
             sagemaker_config=SDK_DEFAULTS,
         )
         self.sagemaker_client = _GuardedLocalClient(self)
+        self.sagemaker_runtime_client = LoopbackRuntimeClient()
         containers = work_dir / "containers"
         containers.mkdir(parents=True, exist_ok=True)
         self.config = {"local": {"local_code": True, "container_root": str(containers)}}
+
+    def wait_for_endpoint(self, endpoint: str, poll: float = 0, live_logging: bool = False) -> dict:
+        """The endpoint is ready when create_endpoint returns (it waited for /ping); the
+        SDK's version would sleep 30 s first."""
+        return self.sagemaker_client.describe_endpoint(EndpointName=endpoint)
 
     def default_bucket(self) -> str:
         """A fixed name; the SDK's version asks STS and S3."""

@@ -256,3 +256,11 @@ def _point_latest(output_dir: Path, job_dir: Path) -> None:
         link.unlink()
     link.symlink_to(job_dir.name, target_is_directory=True)
 
+
+def newest_model(output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> Path:
+    """The model.tar.gz of the newest job under `output_dir` (what `smrl-local serve` serves)."""
+    latest = Path(output_dir) / LATEST_LINK / "model.tar.gz"
+    if latest.is_file():
+        return latest.resolve()
+    raise FileNotFoundError(f"No trained model at {latest}: run `make local-train` (or `smrl-local train`) first, "
+                            "or pass --model PATH.")

@@ -29,3 +29,36 @@ def docker_engine():
     client = require_engine()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def training_image_ready(docker_engine) -> str:
+    from emulator.images import build_image, training_image
+
+    build_image("training", "cpu", log=lambda line: None)
+    return training_image("cpu")
+
+
+@pytest.fixture(scope="session")
+def inference_image_ready(docker_engine) -> str:
+    from emulator.images import build_image, inference_image
+
+    build_image("inference", "cpu", log=lambda line: None)
+    return inference_image("cpu")
+
+
+def job_container_count(client) -> int:
+    """Containers that local-mode jobs and endpoints created (compose labels them); other
+    work may share the engine."""
+    return len(client.containers.list(all=True, filters={"label": "com.docker.compose.project"}))
+
+
+@pytest.fixture(scope="session")
+def dqn_run(docker_engine, training_image_ready, tmp_path_factory):
+    """The CartPole DQN preset trained to its default budget, as `make local-train` does."""
+    from emulator.training import train
+
+    before = job_container_count(docker_engine)
+    result = train(output_dir=tmp_path_factory.mktemp("dqn"), build=False, log=lambda line: None)
+    assert job_container_count(docker_engine) == before
+    return result

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emulator.images import build_image, training_image
 from emulator.training import TrainingError, train
 
 pytestmark = pytest.mark.integration
@@ -26,24 +25,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _container_count(client) -> int:
-    """Containers that local-mode jobs created (compose labels them); other work may share the engine."""
-    return len(client.containers.list(all=True, filters={"label": "com.docker.compose.project"}))
-
-
-@pytest.fixture(scope="session")
-def training_image_ready(docker_engine):
-    build_image("training", "cpu", log=lambda line: None)
-    return training_image("cpu")
-
-
-@pytest.fixture(scope="session")
-def dqn_run(docker_engine, training_image_ready, tmp_path_factory):
-    """The CartPole DQN preset trained to its default budget, as `make local-train` does."""
-    before = _container_count(docker_engine)
-    result = train(output_dir=tmp_path_factory.mktemp("dqn"), build=False, log=lambda line: None)
-    assert _container_count(docker_engine) == before
-    return result
+from conftest import job_container_count as _container_count
 
 
 def _members(archive: Path) -> dict[str, tarfile.TarInfo]:

@@ -1,0 +1,1 @@
+"""Benchmarks of the images and of local mode (`pytest --benchmark-only`); see README.md."""

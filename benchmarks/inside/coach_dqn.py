@@ -1,0 +1,131 @@
+"""Coach's training throughput inside the training image: the CartPole DQN preset.
+
+    python coach_dqn.py --presets DIR [--preset NAME] --steps N [--heatup H] [--export model.tar.gz]
+
+Runs the preset through the image's own launcher (SageMakerCoachPresetLauncher, the code
+path of every training job) with a fixed budget of N training-phase env steps after H
+heat-up steps. The graph manager's heatup() and train_and_act() are timed, so the
+figures are measured after heat-up and exclude evaluation episodes, checkpoints and
+start-up. With --export, the trained policy is exported as a job would
+(save_model=1) and packed like SageMaker's model.tar.gz, for the rollout and serving
+benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import emit, environment_info
+
+
+class Phases:
+    """Wall time and counters of the heat-up and training phases of one graph manager."""
+
+    def __init__(self) -> None:
+        self.heatup_seconds = self.train_seconds = 0.0
+        self.heatup_env_steps = self.train_env_steps = self.gradient_steps = 0
+
+    def instrument(self, graph_manager: Any) -> None:
+        heatup, train_and_act = graph_manager.heatup, graph_manager.train_and_act
+
+        def timed_heatup(steps: Any) -> None:
+            agent = _agent(graph_manager)
+            before, started = agent.total_steps_counter, time.perf_counter()
+            heatup(steps)
+            self.heatup_seconds += time.perf_counter() - started
+            self.heatup_env_steps += agent.total_steps_counter - before
+
+        def timed_train_and_act(steps: Any) -> None:
+            agent = _agent(graph_manager)
+            env_before, grad_before = agent.total_steps_counter, agent.training_iteration
+            started = time.perf_counter()
+            train_and_act(steps)
+            self.train_seconds += time.perf_counter() - started
+            self.train_env_steps += agent.total_steps_counter - env_before
+            self.gradient_steps += agent.training_iteration - grad_before
+
+        graph_manager.heatup, graph_manager.train_and_act = timed_heatup, timed_train_and_act
+
+
+def _agent(graph_manager: Any) -> Any:
+    return next(iter(graph_manager.level_managers[0].agents.values()))
+
+
+def launcher_class(presets: Path, phases: Phases) -> type:
+    from smrl_coach.launcher import SageMakerCoachPresetLauncher
+
+    class BenchLauncher(SageMakerCoachPresetLauncher):
+        def preset_dir(self) -> Path:
+            return presets  # the repository's presets/, mounted read-only
+
+        def get_graph_manager_from_args(self, args: argparse.Namespace) -> Any:
+            graph_manager = super().get_graph_manager_from_args(args)
+            phases.instrument(graph_manager)
+            return graph_manager
+
+    return BenchLauncher
+
+
+def pack_model(model_dir: Path, archive: Path) -> None:
+    """model.tar.gz as SageMaker makes it: the files of /opt/ml/model at the archive's root."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", type=Path, required=True)
+    parser.add_argument("--preset", default="preset-cartpole-dqn")
+    parser.add_argument("--steps", type=int, required=True, help="training-phase env steps")
+    parser.add_argument("--heatup", type=int, default=1000, help="heat-up env steps (the preset's value)")
+    parser.add_argument("--export", type=Path, default=None, help="write the trained policy as this model.tar.gz")
+    args = parser.parse_args()
+
+    # The launcher reads SageMaker hyperparameters from argv, as in a training job.
+    sys.argv = [sys.argv[0], "--RLCOACH_PRESET", args.preset, "--save_model", "1" if args.export else "0",
+                "--rl.improve_steps:EnvironmentSteps", str(args.steps),
+                "--rl.heatup_steps:EnvironmentSteps", str(args.heatup)]
+    os.environ.setdefault("TRAINING_JOB_NAME", "smrl-bench")
+    from smrl_training import contract
+
+    # A job gets these folders from the platform (SageMaker, or local mode's mounts).
+    for folder in (contract.OUTPUT_DATA_DIR, contract.OUTPUT_INTERMEDIATE_DIR, contract.MODEL_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+    info = environment_info()  # before Coach changes anything (below)
+    phases = Phases()
+    launcher = launcher_class(args.presets, phases)()
+    started = time.perf_counter()
+    launcher.launch()
+    total_seconds = time.perf_counter() - started
+    if args.export:
+        launcher.save_policy()
+        pack_model(contract.MODEL_DIR, args.export)
+    if not phases.train_seconds or not phases.gradient_steps:
+        raise SystemExit("Coach did not train: no train_and_act phase or no gradient step was timed")
+    emit({
+        **info,
+        # Coach's launcher sets OMP_NUM_THREADS=1 in-process (rl_coach/coach.py), after MXNet loaded.
+        "omp_num_threads_after_launch": os.environ.get("OMP_NUM_THREADS"),
+        "preset": args.preset,
+        "heatup_env_steps": phases.heatup_env_steps,
+        "heatup_env_steps_per_s": phases.heatup_env_steps / phases.heatup_seconds,
+        "train_env_steps": phases.train_env_steps,
+        "gradient_steps": phases.gradient_steps,
+        "train_seconds": phases.train_seconds,
+        "train_env_steps_per_s": phases.train_env_steps / phases.train_seconds,
+        "gradient_steps_per_s": phases.gradient_steps / phases.train_seconds,
+        "ms_per_gradient_step": 1000.0 * phases.train_seconds / phases.gradient_steps,
+        "launch_seconds": total_seconds,
+        "exported": str(args.export) if args.export else None,
+    })
+
+
+if __name__ == "__main__":
+    main()

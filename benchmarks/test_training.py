@@ -1,0 +1,54 @@
+"""Training throughput in the training image: Coach's DQN preset, and bare MXNet under it.
+
+Coach runs the repository's preset through the image's launcher with a fixed budget
+(benchmarks/inside/coach_dqn.py); its rates are timed inside Coach's train phase, after
+heat-up. The floor is the same network's training step in bare Gluon
+(benchmarks/inside/gluon_dqn.py), imperative and hybridised.
+"""
+from __future__ import annotations
+
+import pytest
+
+COACH_ROUNDS = 2
+# Training-phase env steps per Coach round (one gradient step each), after the preset's 1,000 heat-up steps.
+COACH_STEPS = 2000
+GLUON_ROUNDS = 3
+GLUON_SECONDS = 3.0
+
+
+def test_coach_dqn(benchmark, record, warm_training, variant):
+    results = []
+
+    def once() -> None:
+        results.append(warm_training.run_script("coach_dqn.py", "--presets", "/opt/presets",
+                                                "--steps", str(COACH_STEPS)))
+
+    benchmark.pedantic(once, rounds=COACH_ROUNDS, iterations=1)
+    for result in results:
+        # The preset trains once per env step (num_consecutive_playing_steps=1): a mismatch means
+        # the timing window caught something other than Coach's train phase.
+        assert abs(result["gradient_steps"] - result["train_env_steps"]) <= 0.02 * result["train_env_steps"], result
+    last = results[-1]
+    common = dict(mxnet_version=last["mxnet_version"], threads=last["threads"], envs=1, preset=last["preset"],
+                  omp_num_threads_after_launch=last["omp_num_threads_after_launch"],
+                  ms_per_gradient_step=[r["ms_per_gradient_step"] for r in results],
+                  train_env_steps=[r["train_env_steps"] for r in results])
+    # One benchmark, three figures: they come from the same Coach runs.
+    record("coach-gradient", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image, **common)
+    record("coach-env", variant, [r["train_env_steps_per_s"] for r in results], warm_training.image, **common)
+    record("coach-heatup", variant, [r["heatup_env_steps_per_s"] for r in results], warm_training.image, **common)
+
+
+@pytest.mark.parametrize("mode", ["imperative", "hybridised"])
+def test_gluon_dqn_step(benchmark, record, warm_training, variant, mode):
+    results = []
+
+    def once() -> None:
+        results.append(warm_training.run_script("gluon_dqn.py", "--mode", mode, "--seconds", str(GLUON_SECONDS),
+                                                "--ctx", variant))
+
+    benchmark.pedantic(once, rounds=GLUON_ROUNDS, iterations=1)
+    last = results[-1]
+    record(f"gluon-{mode}", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image,
+           mxnet_version=last["mxnet_version"], threads=last["threads"], envs=1, batch=last["batch"],
+           network=last["network"], ms_per_step=[r["ms_per_step"] for r in results])

@@ -1,0 +1,371 @@
+"""Local endpoints through the SDK's local mode, minus its slow and leaky parts.
+
+The SDK's local mode publishes the serving port on every interface, sleeps 5 s between
+/ping polls (and 30 s more in `deploy(wait=True)`), runs `docker info` and `docker context
+inspect` on every `predict()`, always binds port 8080, and leaves endpoints running when
+the Python process dies. Here, for endpoints of an `emulator.local_session()`:
+
+* the port is bound to 127.0.0.1 only, 8080 when free, else a free one (and said);
+* the endpoint is ready at the first 200 on /ping (polled every 20 ms);
+* `predict()` reuses one keep-alive HTTP connection per thread to that port;
+* every endpoint is removed when it is deleted, when the process exits or is killed with
+  SIGTERM/SIGHUP, or when the `emulator.endpoint()` block raises.
+
+Serving containers run on their own network (`sagemaker-local-serving`, not internal:
+a published port needs a normal bridge), apart from the internal network of training jobs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import http.client
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+from sagemaker.local.entities import _LocalEndpoint
+from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
+from sagemaker.utils import get_config_value
+
+from emulator.engine import require_engine
+from emulator.jobs import remove_job_containers, remove_tree
+
+logger = logging.getLogger(__name__)
+
+SERVING_NETWORK = "sagemaker-local-serving"
+DEFAULT_PORT = 8080
+LOOPBACK = "127.0.0.1"
+PING_INTERVAL_S = 0.02
+# The SageMaker contract gives a container 4 minutes to become healthy.
+READY_TIMEOUT_S = 240.0
+# Python's stdlib client writes headers and body in separate sends; without NODELAY the
+# second waits for a delayed ACK (about 40 ms on Linux).
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class EndpointError(RuntimeError):
+    """An endpoint did not start, or answered a request with an error status."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (as servers do, with
+    SO_REUSEADDR: connections in TIME_WAIT do not hold the port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_port(preferred: int | None = None) -> int:
+    """`preferred` (default 8080) when free on 127.0.0.1, else a free port the kernel picks."""
+    wanted = preferred or DEFAULT_PORT
+    if port_is_free(wanted):
+        return wanted
+    if preferred:
+        raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or omit it to get a free one.")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port = probe.getsockname()[1]
+    logger.warning("Port %d is taken; serving on %s:%d instead.", DEFAULT_PORT, LOOPBACK, port)
+    return port
+
+
+# -- the container: loopback port, serving network ----------------------------------------
+
+class ServingContainer(_SageMakerContainer):
+    """The SDK's container runner for `serve`, bound to 127.0.0.1:`port` on the serving network."""
+
+    def __init__(self, *args: Any, port: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.port = port
+        self.created_folders: list[str] = []
+
+    def _create_tmp_folder(self) -> str:
+        folder = super()._create_tmp_folder()
+        self.created_folders.append(folder)
+        return folder
+
+    def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
+        config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
+        config["ports"] = [f"{LOOPBACK}:{self.port}:8080"]
+        config["networks"] = {SERVING_NETWORK: {"aliases": [host]}}
+        return config
+
+    def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
+        content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
+        # Created (and removed) by us; compose must not create one of its own.
+        content["networks"] = {SERVING_NETWORK: {"name": SERVING_NETWORK, "external": True}}
+        with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
+            yaml.safe_dump(content, f, default_flow_style=False)
+        return content
+
+
+def ensure_serving_network(client: docker.DockerClient) -> None:
+    if not [n for n in client.networks.list(names=[SERVING_NETWORK]) if n.name == SERVING_NETWORK]:
+        try:
+            client.networks.create(SERVING_NETWORK, driver="bridge")
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: created meanwhile
+                raise
+
+
+def release_serving_network(client: docker.DockerClient) -> None:
+    for network in client.networks.list(names=[SERVING_NETWORK]):
+        if network.name != SERVING_NETWORK:
+            continue
+        network.reload()
+        if not network.attrs.get("Containers"):
+            try:
+                network.remove()
+            except docker.errors.APIError as error:
+                logger.debug("Kept network %s: %s", SERVING_NETWORK, error)
+
+
+# -- the endpoint: fast readiness, always removed ------------------------------------------
+
+class LoopbackEndpoint(_LocalEndpoint):
+    """`_LocalEndpoint` with a loopback port, fast readiness and complete removal."""
+
+    def serve(self) -> None:
+        client = require_engine()
+        image = self.primary_container["Image"]
+        self._require_image(client, image)
+        session = self.local_session
+        # The SDK's own setting for the port; unset, 8080 or the next free port.
+        self.port = choose_port(get_config_value("local.serving_port", session.config))
+        ensure_serving_network(client)
+        self.create_time = datetime.datetime.now()
+        self.container = ServingContainer(
+            self.production_variant["InstanceType"],
+            self.production_variant["InitialInstanceCount"],
+            image,
+            session,
+            port=self.port,
+        )
+        live_endpoints.add(self)
+        try:
+            self.container.serve(self.primary_container["ModelDataUrl"], self.primary_container["Environment"])
+            self.ready_seconds = wait_until_ready(self.port, self.container, time.monotonic())
+        except BaseException:
+            self.stop()
+            raise
+        self.state = _LocalEndpoint._IN_SERVICE
+        logger.info("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port, self.ready_seconds)
+
+    @staticmethod
+    def _require_image(client: docker.DockerClient, image: str) -> None:
+        from emulator.jobs import ensure_sdk_tags
+        from emulator.session import default_region
+
+        ensure_sdk_tags(default_region(), client)
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise EndpointError(
+                f"Image {image} is not on this machine, and local serving never pulls from a registry. "
+                "Build the images: `smrl-local build --image all` (or `make images`)."
+            ) from None
+
+    def stop(self) -> None:
+        """Stops and removes the containers, the network when unused, and the temp folders."""
+        container = self.container
+        if container is None:
+            return
+        self.container = None
+        live_endpoints.discard(self)
+        client = require_engine()
+        try:
+            if container.container is not None:
+                container.container.down()  # ends `docker-compose up`
+            remove_job_containers(client, container.hosts)
+            for folder in container.created_folders:
+                remove_tree(folder, client, self.primary_container["Image"])
+            release_serving_network(client)
+            runtime = getattr(self.local_session, "sagemaker_runtime_client", None)
+            if isinstance(runtime, LoopbackRuntimeClient):
+                runtime.close_port(self.port)
+            _wait_for_port_release(self.port)
+        finally:
+            client.close()
+
+
+def _wait_for_port_release(port: int, timeout: float = 5.0) -> None:
+    """Docker's port proxy exits shortly after its container; the port is ours again after."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def wait_until_ready(port: int, container: ServingContainer, started: float,
+                     timeout: float = READY_TIMEOUT_S) -> float:
+    """Polls GET /ping until 200; returns the seconds it took. Fails fast if compose exits."""
+    deadline = started + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+            connection.request("GET", "/ping")
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace")
+            connection.close()
+            if response.status == 200:
+                return time.monotonic() - started
+            if response.status == 503:
+                # Workers accept connections only after loading the model: a 503 is a load
+                # failure, not "still starting".
+                raise EndpointError(f"The serving container could not load the model: {body.strip()[:1000]}")
+            last = f"{response.status} {body.strip()[:300]}"
+        except OSError as error:
+            last = str(error)
+        hosting = container.container
+        if hosting is not None and hosting.process is not None and hosting.process.poll() is not None:
+            raise EndpointError(f"The serving container exited before it was ready (last /ping: {last}). "
+                                "Its log is above; check the model archive and the inference script.")
+        time.sleep(PING_INTERVAL_S)
+    raise EndpointError(f"The serving container was not ready within {timeout:.0f} s (last /ping: {last}).")
+
+
+# -- requests: one keep-alive connection per thread ----------------------------------------
+
+class _Body:
+    """The part of botocore's StreamingBody that the SDK's deserializers use."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+
+    def read(self, amount: int | None = None) -> bytes:
+        data, self._data = (self._data, b"") if amount is None else (self._data[:amount], self._data[amount:])
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+class LoopbackRuntimeClient:
+    """`invoke_endpoint` for local endpoints: straight to 127.0.0.1:<port>, no `docker` call."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._opened: dict[int, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self.config: dict | None = None  # LocalSession assigns its config here; ports come from the endpoint
+
+    def _connection(self, port: int) -> http.client.HTTPConnection:
+        connections = self._local.__dict__.setdefault("connections", {})
+        connection = connections.get(port)
+        if connection is None:
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=70)
+            connection.connect()
+            connection.sock.setsockopt(*_NODELAY)
+            connections[port] = connection
+            with self._lock:
+                self._opened.setdefault(port, []).append(connection)
+        return connection
+
+    def close_port(self, port: int) -> None:
+        """Closes every kept-alive connection to `port`. Until then the server's side of each
+        lingers (FIN-WAIT-2) and keeps the port from being bound again."""
+        with self._lock:
+            connections = self._opened.pop(port, [])
+        for connection in connections:
+            connection.close()
+
+    def invoke_endpoint(self, Body: Any, EndpointName: str, ContentType: str | None = None,
+                        Accept: str | None = None, **_: Any) -> dict[str, Any]:
+        endpoint = _endpoint_named(EndpointName)
+        body = Body.encode() if isinstance(Body, str) else Body
+        headers = {"Content-Type": ContentType or "application/json"}
+        if Accept:
+            headers["Accept"] = Accept
+        for attempt in (1, 2):
+            connection = self._connection(endpoint.port)
+            try:
+                connection.request("POST", "/invocations", body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException):
+                # A keep-alive connection the server closed: reconnect once.
+                connection.close()
+                self._local.connections.pop(endpoint.port, None)
+                if attempt == 2:
+                    raise
+        if response.status >= 400:
+            raise EndpointError(f"Endpoint {EndpointName} answered {response.status}: "
+                                f"{data.decode(errors='replace').strip()}", status=response.status)
+        return {"Body": _Body(data), "ContentType": response.getheader("Content-Type", Accept)}
+
+
+def _endpoint_named(name: str) -> LoopbackEndpoint:
+    from sagemaker.local.local_session import LocalSagemakerClient
+
+    endpoint = LocalSagemakerClient._endpoints.get(name)
+    if not isinstance(endpoint, LoopbackEndpoint) or endpoint.container is None:
+        raise EndpointError(f"No running local endpoint named {name!r}: deploy it first (it may have been deleted).")
+    return endpoint
+
+
+# -- removal at exit -----------------------------------------------------------------------
+
+class _LiveEndpoints:
+    """Endpoints of this process that still run; all removed at exit or on SIGTERM/SIGHUP."""
+
+    def __init__(self) -> None:
+        self._endpoints: set[LoopbackEndpoint] = set()
+        self._lock = threading.Lock()
+        self._hooked = False
+
+    def add(self, endpoint: LoopbackEndpoint) -> None:
+        with self._lock:
+            self._endpoints.add(endpoint)
+            if not self._hooked:
+                self._hook()
+
+    def discard(self, endpoint: LoopbackEndpoint) -> None:
+        with self._lock:
+            self._endpoints.discard(endpoint)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            endpoints = list(self._endpoints)
+        for endpoint in endpoints:
+            try:
+                endpoint.stop()
+            except Exception as error:  # keep removing the others
+                logger.warning("Could not remove endpoint %s: %s", endpoint.name, error)
+
+    def _hook(self) -> None:
+        self._hooked = True
+        atexit.register(self.stop_all)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous = signal.getsignal(signum)
+
+            def on_signal(number: int, frame: Any, previous: Any = previous) -> None:
+                self.stop_all()
+                if callable(previous):
+                    previous(number, frame)
+                else:
+                    raise SystemExit(128 + number)
+
+            signal.signal(signum, on_signal)
+
+
+live_endpoints = _LiveEndpoints()
+
