@@ -7,9 +7,10 @@ SMRL   := $(BIN)/smrl-local
 # Extra flags: make local-train TRAIN_ARGS="--steps 5000", make local-serve SERVE_ARGS="--port 9000"
 TRAIN_ARGS ?=
 SERVE_ARGS ?=
+PREFLIGHT_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine images images-gpu local-train local-serve test bench clean
+.PHONY: help venv engine images images-gpu local-train local-serve preflight test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +34,9 @@ local-train: images  ## train CartPole DQN in local mode, print the rewards, wri
 
 local-serve: images  ## serve the newest trained model on 127.0.0.1, drive CartPole with it, serve until Ctrl-C
 	$(SMRL) serve $(SERVE_ARGS)
+
+preflight: images  ## pre-flight of the example cloud job presets/cartpole_job.py (all checks, about a minute)
+	$(SMRL) preflight presets/cartpole_job.py $(PREFLIGHT_ARGS)
 
 test: images  ## unit tests + integration tests against the real Docker engine (no benchmarks)
 	$(BIN)/pytest --benchmark-skip $(PYTEST_ARGS)

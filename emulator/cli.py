@@ -1,4 +1,4 @@
-"""`smrl-local`: build the images, train and serve, on this machine, with no AWS account."""
+"""`smrl-local`: build the images, train, serve and pre-flight, on this machine, with no AWS account."""
 
 from __future__ import annotations
 
@@ -89,6 +89,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preflight(args: argparse.Namespace) -> int:
+    from emulator import jobspec, preflight
+
+    if not args.verbose:
+        logging.getLogger("sagemaker").setLevel(logging.WARNING)
+    spec = jobspec.load(args.job)
+    quiet = args.json
+    if not quiet:
+        print(f"pre-flight of {spec.path}")
+    report = preflight.run(spec, steps=args.steps, static_only=args.static_only,
+                           log=(lambda line: None) if quiet else print)
+    print(report.to_json() if quiet else "\n" + preflight.format_report(report))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smrl-local",
@@ -130,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-wait", action="store_true", help="remove the endpoint after the episodes instead of serving until Ctrl-C")
     serve.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     serve.set_defaults(run=_cmd_serve)
+
+    check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
+    check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")
+    check.add_argument("--steps", type=int, default=1500, help="environment steps of the smoke training run (default: %(default)s)")
+    check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")
+    check.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
+    check.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
+    check.set_defaults(run=_cmd_preflight)
     return parser
 
 

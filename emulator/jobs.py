@@ -167,6 +167,11 @@ def release_network(client: docker.DockerClient) -> None:
             logger.debug("Kept network %s: %s", NETWORK_NAME, exc)
 
 
+def count_job_containers(client: docker.DockerClient) -> int:
+    """Containers of local-mode jobs and endpoints on this engine (compose labels them)."""
+    return len(client.containers.list(all=True, filters={"label": "com.docker.compose.project"}))
+
+
 def remove_job_containers(client: docker.DockerClient, hosts: list[str]) -> list[str]:
     """Remove the containers of one job, running or not; return their names.
 

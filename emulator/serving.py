@@ -165,7 +165,7 @@ class LoopbackEndpoint(_LocalEndpoint):
             self.stop()
             raise
         self.state = _LocalEndpoint._IN_SERVICE
-        logger.info("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port, self.ready_seconds)
+        logger.debug("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port, self.ready_seconds)
 
     @staticmethod
     def _require_image(client: docker.DockerClient, image: str) -> None:

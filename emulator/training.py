@@ -112,13 +112,13 @@ def train(
     log(f"training {preset} as job {job_name} ({instance_type}); full log: {log_file}")
     started = time.monotonic()
     try:
-        interrupted = _fit_with_progress(estimator, job_name, log_file, log)
+        interrupted = fit_with_progress(estimator, job_name, log_file, log)
     except (EngineError, JobSetupError):
         # Refused before any container started: there is nothing of this job to keep.
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
     except RuntimeError as error:
-        raise TrainingError(_failure_message(job_dir, log_file, error)) from None
+        raise TrainingError(failure_message(job_dir, log_file, error)) from None
     if interrupted:
         # fit() swallows KeyboardInterrupt (its telemetry wrapper returns from `finally`);
         # the session's guard has already removed the containers. Pass the interrupt on.
@@ -141,14 +141,15 @@ def train(
     )
 
 
-def _fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log) -> bool:
-    """Runs fit() with its output condensed for the user; returns whether Ctrl-C was pressed."""
+def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log, inputs: Any = None) -> bool:
+    """Runs fit() with its output condensed for the user and kept whole in `log_file`;
+    returns whether Ctrl-C was pressed."""
     with open(log_file, "w") as full_log, _interrupt_recorder() as interrupted:
         real_stdout = sys.stdout
         progress = _Progress(full_log, log, real_stdout)
         sys.stdout = progress
         try:
-            estimator.fit(job_name=job_name, wait=True, logs=True)
+            estimator.fit(inputs, job_name=job_name, wait=True, logs=True)
         finally:
             sys.stdout = real_stdout
             progress.flush()
@@ -234,7 +235,7 @@ def _field(line: str, name: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
+def failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
     """The container's own reason (its /opt/ml/output/failure file, or the error line of the log)."""
     reason = None
     output = job_dir / "output.tar.gz"

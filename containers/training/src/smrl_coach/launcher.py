@@ -111,26 +111,7 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
         return Path(main.__file__).resolve().parent if getattr(main, "__file__", None) else Path.cwd()
 
     def load_preset(self, name: str) -> Any:
-        path = self.preset_dir() / f"{name.removesuffix('.py')}.py"
-        if not path.is_file():
-            available = sorted(p.stem for p in self.preset_dir().glob("*.py") if "preset" in p.stem.lower())
-            raise PresetError(
-                f"Preset {name!r} not found: no file {path.name} in {path.parent}. "
-                f"Presets there: {', '.join(available) or '(none)'}. Fix RLCOACH_PRESET or add the file to source_dir."
-            )
-        spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:
-            detail = traceback.format_exc(limit=-3)
-            raise PresetError(
-                f"Preset {name!r} ({path.name}) raised {type(error).__name__}: {error}. "
-                f"Fix the preset file.\n{detail}"
-            ) from error
-        if not hasattr(module, "graph_manager"):
-            raise PresetError(f"Preset {name!r} ({path.name}) defines no 'graph_manager'. A Coach preset must.")
-        return module.graph_manager
+        return load_preset(self.preset_dir(), name)
 
     def get_graph_manager_from_args(self, args: argparse.Namespace) -> Any:
         graph_manager = self.load_preset(args.preset)
@@ -177,6 +158,29 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
             except OSError:
                 pass
             sys.exit(1)
+
+
+def load_preset(directory: Path, name: str) -> Any:
+    """The `graph_manager` of preset file `<directory>/<name>.py`, or a PresetError saying why not."""
+    path = directory / f"{name.removesuffix('.py')}.py"
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.py") if "preset" in p.stem.lower())
+        raise PresetError(
+            f"Preset {name!r} not found: no file {path.name} in {path.parent}. "
+            f"Presets there: {', '.join(available) or '(none)'}. Fix RLCOACH_PRESET or add the file to source_dir."
+        )
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        detail = traceback.format_exc(limit=-3)
+        raise PresetError(
+            f"Preset {name!r} ({path.name}) raised {type(error).__name__}: {error}. Fix the preset file.\n{detail}"
+        ) from error
+    if not hasattr(module, "graph_manager"):
+        raise PresetError(f"Preset {name!r} ({path.name}) defines no 'graph_manager'. A Coach preset must.")
+    return module.graph_manager
 
 
 def _agent_params(graph_manager: Any) -> list[Any]:

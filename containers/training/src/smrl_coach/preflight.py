@@ -1,0 +1,74 @@
+"""Static checks of a job, run inside the training image by `smrl-local preflight`.
+
+    python3 -m smrl_coach.preflight --code-dir /opt/ml/code --entry-point train_coach.py \
+        --preset preset-cartpole-dqn --hyperparameters '{"rl.agent_params.algorithm.discount": 0.9}'
+
+Imports the entry point (as a module, so its `if __name__ == "__main__"` block does not
+run), loads the preset and applies each `rl.*` override to it, and prints one JSON object
+saying what worked. Nothing trains.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from smrl_coach.errors import LauncherError
+from smrl_coach.launcher import load_preset
+from smrl_coach.overrides import PREFIX, Override
+
+
+def _error(error: BaseException) -> str:
+    if isinstance(error, LauncherError):
+        return str(error)
+    return "".join(traceback.format_exception_only(type(error), error)).strip() + "\n" + traceback.format_exc(limit=-3)
+
+
+def check(code_dir: Path, entry_point: str, preset: str | None, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    sys.path.insert(0, str(code_dir))
+    try:
+        runpy.run_path(str(code_dir / entry_point), run_name="smrl_preflight")
+        report["entry_point"] = {"ok": True}
+    except BaseException as error:  # SystemExit too: an entry point must import quietly
+        report["entry_point"] = {"ok": False, "error": _error(error)}
+
+    if preset is None:
+        return report
+    try:
+        graph_manager = load_preset(code_dir, preset)
+        report["preset"] = {"ok": True}
+    except Exception as error:
+        report["preset"] = {"ok": False, "error": _error(error)}
+        return report
+
+    results = []
+    for name, value in hyperparameters.items():
+        if not name.startswith(PREFIX):
+            continue
+        try:
+            results.append({"name": name, "ok": True, "applied": Override.parse(name, value).apply(graph_manager)})
+        except Exception as error:
+            results.append({"name": name, "ok": False, "error": _error(error)})
+    report["overrides"] = results
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--code-dir", type=Path, default=Path("/opt/ml/code"))
+    parser.add_argument("--entry-point", required=True)
+    parser.add_argument("--preset")
+    parser.add_argument("--hyperparameters", default="{}", help="JSON object")
+    args = parser.parse_args()
+    report = check(args.code_dir, args.entry_point, args.preset, json.loads(args.hyperparameters))
+    # The entry point or preset may print; the report is the last line.
+    print("SMRL-PREFLIGHT " + json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""`smrl-local preflight`: the example job passes; each seeded mistake gets its FAIL (or WARN).
+
+Job files are written the way a user writes them for the cloud; the pre-flight runs them
+shrunk in the real images.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import job_container_count
+from emulator import jobspec, preflight
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = REPO / "presets"
+ESTIMATOR = {
+    "entry_point": "train_coach.py",
+    "source_dir": "code",
+    "toolkit": "coach",
+    "toolkit_version": "0.11.0",
+    "framework": "mxnet",
+    "role": "arn:aws:iam::123456789012:role/SageMakerRole",
+    "instance_type": "ml.c5.xlarge",
+    "instance_count": 1,
+    "output_path": "s3://my-rl-bucket/cartpole",
+    "hyperparameters": {"RLCOACH_PRESET": "preset-cartpole-dqn", "save_model": 1},
+}
+
+
+def _job(tmp_path: Path, estimator: dict | None = None, deploy: dict | None = None, **changes) -> jobspec.JobSpec:
+    """A YAML job with a copy of presets/ as its code folder, changed as asked."""
+    code = tmp_path / "code"
+    shutil.copytree(PRESETS, code, ignore=shutil.ignore_patterns("__pycache__"))
+    description = {"estimator": {**ESTIMATOR, **(estimator or {}), **changes}}
+    if deploy:
+        description["deploy"] = deploy
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(description))
+    return jobspec.load(path)
+
+
+def _run(spec: jobspec.JobSpec, **options) -> dict[str, preflight.Check]:
+    report = preflight.run(spec, log=lambda line: None, **options)
+    return {check.name: check for check in report.checks}
+
+
+def _statuses(checks: dict[str, preflight.Check]) -> dict[str, str]:
+    return {name: check.status for name, check in checks.items()}
+
+
+def test_the_example_job_passes_every_check_within_a_minute(
+    docker_engine, training_image_ready, inference_image_ready
+):
+    connections: list[tuple] = []
+
+    def audit(event: str, args: tuple) -> None:
+        if event == "socket.connect" and isinstance(args[1], tuple):
+            connections.append(args[1])
+
+    sys.addaudithook(audit)
+    before = job_container_count(docker_engine)
+    report = preflight.run(jobspec.load(PRESETS / "cartpole_job.py"), log=lambda line: None)
+
+    assert [c.name for c in report.checks if c.status != preflight.PASS] == []
+    assert {"smoke training", "metric reward-training", "metric reward-testing", "checkpoint", "model archive",
+            "endpoint", "cleanup"} <= {c.name for c in report.checks}
+    assert report.seconds <= 60, f"pre-flight took {report.seconds:.1f} s"
+    assert job_container_count(docker_engine) == before
+    assert [a for a in connections if not str(a[0]).startswith(("127.", "::1", "localhost"))] == []
+
+
+def test_a_python_job_file_is_recorded_not_sent(tmp_path):
+    spec = jobspec.load(PRESETS / "cartpole_job.py")
+    assert spec.estimator["instance_type"] == "ml.c5.xlarge"
+    assert spec.deploy["instance_type"] == "ml.c5.large"
+    assert spec.entry_point_path == PRESETS / "train_coach.py"
+
+
+# -- seeded mistakes that static checks catch ---------------------------------------------
+
+def test_misspelled_preset(docker_engine, training_image_ready, tmp_path):
+    checks = _run(_job(tmp_path, hyperparameters={"RLCOACH_PRESET": "preset-cartpole-dqm"}), static_only=True)
+    assert checks["preset"].status == preflight.FAIL
+    assert "Preset 'preset-cartpole-dqm' not found" in checks["preset"].message
+    assert "preset-cartpole-dqn" in checks["preset"].message  # what is there instead
+
+
+def test_override_of_a_field_that_does_not_exist(docker_engine, training_image_ready, tmp_path):
+    hyperparameters = {**ESTIMATOR["hyperparameters"], "rl.agent_params.algorithm.discont": 0.9}
+    checks = _run(_job(tmp_path, hyperparameters=hyperparameters), static_only=True)
+    check = checks["override rl.agent_params.algorithm.discont"]
+    assert check.status == preflight.FAIL
+    assert "Did you mean 'discount'?" in check.message
+
+
+def test_hyperparameter_value_over_sagemakers_limit(docker_engine, training_image_ready, tmp_path):
+    hyperparameters = {**ESTIMATOR["hyperparameters"], "notes": "x" * 3000}
+    checks = _run(_job(tmp_path, hyperparameters=hyperparameters), static_only=True)
+    assert checks["hyperparameters"].status == preflight.FAIL
+    assert "'notes' has a value of 3002 characters (limit 2500)" in checks["hyperparameters"].message
+
+
+def test_entry_point_that_raises_at_import(docker_engine, training_image_ready, tmp_path):
+    spec = _job(tmp_path)
+    (spec.source_dir / "train_coach.py").write_text("import json\nraise RuntimeError('no config file')\n")
+    checks = _run(spec)
+    assert checks["entry point imports"].status == preflight.FAIL
+    assert "RuntimeError: no config file" in checks["entry point imports"].message
+    assert checks["smoke run"].status == preflight.SKIP
+
+
+def test_gpu_instance_with_only_cpu_images_is_a_warning_with_the_reason(docker_engine, training_image_ready, tmp_path):
+    checks = _run(_job(tmp_path, instance_type="ml.p3.2xlarge"), static_only=True)
+    assert checks["instance type"].status == preflight.WARN
+    assert "uses the CPU image" in checks["instance type"].message
+
+
+def test_output_path_that_is_not_s3(docker_engine, training_image_ready, tmp_path):
+    checks = _run(_job(tmp_path, output_path="file:///tmp/rl-output"), static_only=True)
+    assert checks["output path"].status == preflight.FAIL
+    assert "s3://" in checks["output path"].fix
+
+
+def test_role_and_instance_type_that_are_not_sagemakers(docker_engine, training_image_ready, tmp_path):
+    checks = _run(_job(tmp_path, role="admin:role", instance_type="c5.xlarge"), static_only=True)
+    assert checks["role"].status == preflight.FAIL
+    assert checks["instance type"].status == preflight.FAIL
+
+
+# -- seeded mistakes that only the smoke run shows ----------------------------------------
+
+def test_metric_regex_that_never_matches(docker_engine, training_image_ready, inference_image_ready, tmp_path):
+    metrics = [{"Name": "reward-training", "Regex": "^Training>.*Total reward=(.*?),"},
+               {"Name": "episode-length", "Regex": r"^Training>.*Episode length=(\d+)"}]
+    checks = _run(_job(tmp_path, metric_definitions=metrics), steps=500)
+    assert checks["metric reward-training"].status == preflight.PASS
+    failed = checks["metric episode-length"]
+    assert failed.status == preflight.FAIL
+    assert "matched none of" in failed.message and "Training>" in failed.message  # the lines it was tried on
+
+
+def test_inference_script_whose_model_fn_fails(docker_engine, training_image_ready, inference_image_ready, tmp_path):
+    spec = _job(tmp_path, deploy={"entry_point": "inference.py"})
+    (spec.source_dir / "inference.py").write_text(textwrap.dedent("""
+        def model_fn(model_dir):
+            raise FileNotFoundError(model_dir + "/policy.pt is not in the model archive")
+    """))
+    checks = _run(spec, steps=500)
+    assert checks["smoke training"].status == preflight.PASS
+    assert checks["endpoint"].status == preflight.FAIL
+    assert "policy.pt is not in the model archive" in checks["endpoint"].message
+    assert checks["cleanup"].status == preflight.PASS
+
+
+def test_cli_exit_code_and_json_report(docker_engine, training_image_ready, tmp_path):
+    spec = _job(tmp_path, output_path="file:///tmp/out")
+    done = subprocess.run([str(REPO / ".venv/bin/smrl-local"), "preflight", str(spec.path), "--static-only", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert {c["name"]: c["status"] for c in report["checks"]}["output path"] == "FAIL"
