@@ -47,6 +47,11 @@ FIGURES: list[Figure] = [
     Figure("fit-noop", "`fit()` of a no-op (local mode)", "s", "docker-run-noop", "baseline"),
     Figure("deploy-docker-run", "serving image: `docker run serve` -> first /ping 200", "s"),
     Figure("deploy-endpoint", "serving image: emulator endpoint deploy -> ready", "s", "deploy-docker-run", "baseline"),
+    Figure("predict-http-p50", "predict latency p50: plain HTTP, keep-alive", "ms"),
+    Figure("predict-sdk-p50", "predict latency p50: SDK predictor, emulator session", "ms", "predict-http-p50", "baseline"),
+    Figure("predict-sdk-p99", "predict latency p99: SDK predictor, emulator session", "ms"),
+    Figure("predict-stock-p50", "predict latency p50: SDK predictor, stock local mode", "ms", "predict-sdk-p50", "baseline"),
+    Figure("requests-per-second", "requests/s, 4 concurrent keep-alive clients", "req/s"),
 ]
 BY_KEY = {figure.key: figure for figure in FIGURES}
 
@@ -68,6 +73,8 @@ class Result:
 def _number(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
