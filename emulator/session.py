@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import boto3
 import botocore.session
+import sagemaker.utils
 import yaml
 from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
@@ -41,6 +44,28 @@ SDK_DEFAULTS = {
     "SchemaVersion": "1.0",
     "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
 }
+
+
+def _validate_config_once(validate: Callable[[dict], None]) -> Callable[[dict], None]:
+    """SDK 2.x re-validates the session's whole config against its JSON schema on every
+    config lookup (about 0.15 s each, some 20 per fit(): 3 s of a no-op job). A config
+    that passed once passes again, so each distinct config is validated once."""
+    passed: set[str] = set()
+
+    def validate_once(config: dict) -> None:
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in passed:
+            validate(config)
+            passed.add(key)
+
+    validate_once.smrl_memoized = True
+    return validate_once
+
+
+# Patch of the SDK (sagemaker.utils.validate_sagemaker_config, used by every config
+# lookup): same validation, done once per distinct config. See _validate_config_once.
+if not getattr(sagemaker.utils.validate_sagemaker_config, "smrl_memoized", False):
+    sagemaker.utils.validate_sagemaker_config = _validate_config_once(sagemaker.utils.validate_sagemaker_config)
 
 
 class AWSCallRefused(RuntimeError):
@@ -174,6 +199,11 @@ class LocalRLSession(LocalSession):
         containers.mkdir(parents=True, exist_ok=True)
         self.config = {"local": {"local_code": True, "container_root": str(containers)}}
 
+    def wait_for_job(self, job: str, poll: int = 5) -> dict:
+        """A local job has finished when create_training_job returns (and raised if it
+        failed); the SDK's version would sleep `poll` seconds before looking."""
+        return self.sagemaker_client.describe_training_job(TrainingJobName=job)
+
     def wait_for_endpoint(self, endpoint: str, poll: float = 0, live_logging: bool = False) -> dict:
         """The endpoint is ready when create_endpoint returns (it waited for /ping); the
         SDK's version would sleep 30 s first."""
@@ -211,6 +241,13 @@ def local_session(region: str | None = None, work_dir: str | Path | None = None)
 
     Returns:
         A ``sagemaker.local.LocalSession`` subclass to pass as ``sagemaker_session``.
+
+    Side effect: the process's default boto3 session becomes an offline one too. Every
+    SDK estimator creates a client from it (for its TensorBoard app), which would read the
+    host's AWS config and fail on, e.g., an ``AWS_PROFILE`` that does not exist; and AWS
+    calls made through it are refused like the session's own.
     """
     work_dir = Path(work_dir or _default_work_dir()).resolve()
-    return LocalRLSession(_offline_boto_session(region or default_region()), work_dir)
+    boto_session = _offline_boto_session(region or default_region())
+    boto3.DEFAULT_SESSION = _offline_boto_session(region or default_region())
+    return LocalRLSession(boto_session, work_dir)

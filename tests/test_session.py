@@ -193,6 +193,20 @@ def test_aws_api_calls_are_refused_before_leaving_the_process(session, network_a
     assert [c for c in network_audit if _off_machine(*c)] == []
 
 
+def test_an_aws_profile_that_does_not_exist_does_not_break_local_jobs(tmp_path, monkeypatch, network_audit):
+    import boto3
+    from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
+
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    boto3.setup_default_session()  # as if the user's code had used boto3 before
+    (tmp_path / "train.py").write_text("")
+    session = local_session(work_dir=tmp_path / "work")
+    RLEstimator(entry_point="train.py", source_dir=str(tmp_path), toolkit=RLToolkit.COACH,
+                toolkit_version="0.11.0", framework=RLFramework.MXNET, role=ROLE,
+                instance_type="local", instance_count=1, sagemaker_session=session)
+    assert [c for c in network_audit if _off_machine(*c)] == []
+
+
 def test_session_and_rl_estimator_make_no_connection_off_this_machine(
     real_host_credentials, tmp_path, network_audit, clean_region_env
 ):
