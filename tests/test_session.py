@@ -197,8 +197,8 @@ def test_an_aws_profile_that_does_not_exist_does_not_break_local_jobs(tmp_path, 
     import boto3
     from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
 
-    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     boto3.setup_default_session()  # as if the user's code had used boto3 before
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     (tmp_path / "train.py").write_text("")
     session = local_session(work_dir=tmp_path / "work")
     RLEstimator(entry_point="train.py", source_dir=str(tmp_path), toolkit=RLToolkit.COACH,
