@@ -295,8 +295,10 @@ def _tag_for_sdk(client: docker.DockerClient, image: str, region: str | None, lo
     from emulator.jobs import ensure_sdk_tags
     from emulator.session import default_region
 
+    image_id = client.images.get(image).id
     for uri in ensure_sdk_tags(region or default_region(), client):
-        log(f"tagged {uri} (the URI the SageMaker SDK computes)")
+        if client.images.get(uri).id == image_id:
+            log(f"{image}: also tagged {uri} (the URI the SageMaker SDK computes)")
 
 
 # -- helpers -------------------------------------------------------------------------------
