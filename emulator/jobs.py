@@ -152,10 +152,10 @@ def ensure_network(client: docker.DockerClient) -> None:
             raise
 
 
-def release_network(client: docker.DockerClient) -> None:
-    """Remove ``sagemaker-local`` unless a container still uses it."""
-    for network in client.networks.list(names=[NETWORK_NAME]):
-        if network.name != NETWORK_NAME:
+def release_network(client: docker.DockerClient, name: str = NETWORK_NAME) -> None:
+    """Remove the network ``name`` unless a container still uses it."""
+    for network in client.networks.list(names=[name]):
+        if network.name != name:  # the filter matches substrings
             continue
         network.reload()
         if network.attrs.get("Containers"):
@@ -164,7 +164,7 @@ def release_network(client: docker.DockerClient) -> None:
             network.remove()
         except docker.errors.APIError as exc:
             # A container of another process attached meanwhile: leave it to that job.
-            logger.debug("Kept network %s: %s", NETWORK_NAME, exc)
+            logger.debug("Kept network %s: %s", name, exc)
 
 
 def count_job_containers(client: docker.DockerClient) -> int:

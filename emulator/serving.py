@@ -36,7 +36,7 @@ from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
 from sagemaker.utils import get_config_value
 
 from emulator.engine import require_engine
-from emulator.jobs import remove_job_containers, remove_tree
+from emulator.jobs import release_network, remove_job_containers, remove_tree
 
 logger = logging.getLogger(__name__)
 
@@ -124,18 +124,6 @@ def ensure_serving_network(client: docker.DockerClient) -> None:
                 raise
 
 
-def release_serving_network(client: docker.DockerClient) -> None:
-    for network in client.networks.list(names=[SERVING_NETWORK]):
-        if network.name != SERVING_NETWORK:
-            continue
-        network.reload()
-        if not network.attrs.get("Containers"):
-            try:
-                network.remove()
-            except docker.errors.APIError as error:
-                logger.debug("Kept network %s: %s", SERVING_NETWORK, error)
-
-
 # -- the endpoint: fast readiness, always removed ------------------------------------------
 
 class LoopbackEndpoint(_LocalEndpoint):
@@ -195,7 +183,7 @@ class LoopbackEndpoint(_LocalEndpoint):
             remove_job_containers(client, container.hosts)
             for folder in container.created_folders:
                 remove_tree(folder, client, self.primary_container["Image"])
-            release_serving_network(client)
+            release_network(client, SERVING_NETWORK)
             runtime = getattr(self.local_session, "sagemaker_runtime_client", None)
             if isinstance(runtime, LoopbackRuntimeClient):
                 runtime.close_port(self.port)
