@@ -88,9 +88,12 @@ class WarmContainer:
     def __exit__(self, *exc_info: Any) -> None:
         docker("rm", "-f", self.name, check=False)
 
-    def run_script(self, script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    def run_script(self, script: str, *args: str, timeout: float = 600,
+                   environment: dict[str, str] | None = None) -> dict[str, Any]:
         """Runs benchmarks/inside/<script> in the container; returns its result dict."""
         env = ["-e", f"OMP_NUM_THREADS={self.omp_threads}"] if self.omp_threads else []
+        for name, value in (environment or {}).items():
+            env += ["-e", f"{name}={value}"]
         done = docker("exec", *env, self.name, "python3", f"{BENCH_MOUNT}/{script}", *args, timeout=timeout)
         return parse_result(done.stdout)
 

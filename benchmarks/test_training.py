@@ -1,5 +1,8 @@
 """Training throughput in the training image: Coach's DQN preset, and bare MXNet under it.
 
+Coach runs twice per variant: the image's default fast path and stock Coach
+(SMRL_COACH_FAST=0), side by side in the same session, so their ratio is meaningful.
+
 Coach runs the repository's preset through the image's launcher with a fixed budget
 (benchmarks/inside/coach_dqn.py); its rates are timed inside Coach's train phase, after
 heat-up. The floor is the same network's training step in bare Gluon
@@ -16,12 +19,15 @@ GLUON_ROUNDS = 3
 GLUON_SECONDS = 3.0
 
 
-def test_coach_dqn(benchmark, record, warm_training, variant):
+@pytest.mark.parametrize("coach", ["fast", "stock"])
+def test_coach_dqn(benchmark, record, warm_training, variant, coach):
+    """The image's Coach (fast path, the default) and stock Coach (SMRL_COACH_FAST=0), same run."""
     results = []
 
     def once() -> None:
         results.append(warm_training.run_script("coach_dqn.py", "--presets", "/opt/presets",
-                                                "--steps", str(COACH_STEPS)))
+                                                "--steps", str(COACH_STEPS),
+                                                environment={"SMRL_COACH_FAST": "1" if coach == "fast" else "0"}))
 
     benchmark.pedantic(once, rounds=COACH_ROUNDS, iterations=1)
     for result in results:
@@ -34,9 +40,14 @@ def test_coach_dqn(benchmark, record, warm_training, variant):
                   ms_per_gradient_step=[r["ms_per_gradient_step"] for r in results],
                   train_env_steps=[r["train_env_steps"] for r in results])
     # One benchmark, three figures: they come from the same Coach runs.
-    record("coach-gradient", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image, **common)
-    record("coach-env", variant, [r["train_env_steps_per_s"] for r in results], warm_training.image, **common)
-    record("coach-heatup", variant, [r["heatup_env_steps_per_s"] for r in results], warm_training.image, **common)
+    suffix = "" if coach == "fast" else "-stock"
+    record(f"coach-gradient{suffix}", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image,
+           coach=coach, **common)
+    record(f"coach-env{suffix}", variant, [r["train_env_steps_per_s"] for r in results], warm_training.image,
+           coach=coach, **common)
+    if coach == "fast":
+        record("coach-heatup", variant, [r["heatup_env_steps_per_s"] for r in results], warm_training.image,
+               coach=coach, **common)
 
 
 @pytest.mark.parametrize("mode", ["imperative", "hybridised"])
