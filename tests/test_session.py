@@ -438,14 +438,16 @@ def test_local_training_images_get_the_uri_the_sdk_computes(docker_engine, tiny_
     borrowed = not docker_engine.images.list(name=local_tag)
     if borrowed:  # stand in for the real image without touching one that exists
         docker_engine.images.get(tiny_image).tag(local_tag)
-    had_uri = bool(docker_engine.images.list(name=uri))
+    tags_before = {tag for image in docker_engine.images.list() for tag in image.tags}
     try:
         assert uri in ensure_sdk_tags("ap-southeast-2", docker_engine)
         assert docker_engine.images.get(uri).id == docker_engine.images.get(local_tag).id
         assert uri in ensure_sdk_tags("ap-southeast-2", docker_engine)  # idempotent
     finally:
-        if not had_uri:
-            docker_engine.images.remove(uri)
+        # Every ap-southeast-2 URI this test made (the inference image gets one too).
+        for tag in {tag for image in docker_engine.images.list() for tag in image.tags} - tags_before:
+            if ".ap-southeast-2." in tag:
+                docker_engine.images.remove(tag)
         if borrowed:
             docker_engine.images.remove(local_tag)
 
