@@ -172,6 +172,20 @@ def count_job_containers(client: docker.DockerClient) -> int:
     return len(client.containers.list(all=True, filters={"label": "com.docker.compose.project"}))
 
 
+def raise_if_a_host_failed(client: docker.DockerClient, hosts: list[str]) -> None:
+    """Raise like the SDK does for a failed job when any host's container exited non-zero.
+
+    `docker-compose up --abort-on-container-exit` (1.29) sometimes exits 0 when the one
+    container fails within a second of starting, and the SDK then reports success; the
+    containers' own exit codes are the truth.
+    """
+    for host in hosts:
+        for container in client.containers.list(all=True, filters={"label": f"com.docker.compose.service={host}"}):
+            code = container.attrs.get("State", {}).get("ExitCode", 0)
+            if container.name.endswith(host) and code not in (0, None):
+                raise RuntimeError(f"Failed to run: the training container {container.name} exited with code {code}")
+
+
 def remove_job_containers(client: docker.DockerClient, hosts: list[str]) -> list[str]:
     """Remove the containers of one job, running or not; return their names.
 

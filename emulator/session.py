@@ -29,7 +29,7 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator.engine import require_engine
-from emulator.jobs import NETWORK_NAME, JobGuard
+from emulator.jobs import NETWORK_NAME, JobGuard, raise_if_a_host_failed
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
 DEFAULT_REGION = "us-west-2"
@@ -170,6 +170,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                     Environment or {},
                     TrainingJobName,
                 )
+                raise_if_a_host_failed(client, container.hosts)
         finally:
             client.close()
         LocalSagemakerClient._training_jobs[TrainingJobName] = job
