@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from emulator.engine import EngineError
+from emulator.preflight import DEFAULT_SMOKE_STEPS
 
 
 def _hyperparameter(text: str) -> tuple[str, Any]:
@@ -41,9 +42,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from emulator import metrics
     from emulator.training import train
 
-    if not args.verbose:
-        # The SDK logs the whole compose file and each step at INFO; train.log has the job's output.
-        logging.getLogger("sagemaker").setLevel(logging.WARNING)
 
     result = train(
         args.preset,
@@ -71,8 +69,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from emulator.endpoints import endpoint, run_episodes
     from emulator.training import newest_model
 
-    if not args.verbose:
-        logging.getLogger("sagemaker").setLevel(logging.WARNING)
     model = args.model or newest_model(args.output)
     print(f"serving {model}")
     with endpoint(model, entry_point=args.entry_point, source_dir=args.source_dir, port=args.port) as predictor:
@@ -92,8 +88,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_preflight(args: argparse.Namespace) -> int:
     from emulator import jobspec, preflight
 
-    if not args.verbose:
-        logging.getLogger("sagemaker").setLevel(logging.WARNING)
     spec = jobspec.load(args.job)
     quiet = args.json
     if not quiet:
@@ -109,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smrl-local",
         description="SageMaker RL (Coach + MXNet) on this machine: local images, local mode, no AWS.",
     )
+    parser.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     commands = parser.add_subparsers(dest="command", required=True)
 
     engine = commands.add_parser("engine", help="check the Docker engine and compose; start/install them if possible")
@@ -131,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", default="output", help="output folder; each job gets a subfolder (default: %(default)s)")
     train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"], help="(default: %(default)s)")
     train.add_argument("--no-build", action="store_true", help="do not build the image first")
-    train.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     train.set_defaults(run=_cmd_train)
 
     serve = commands.add_parser("serve", help="serve a trained model on 127.0.0.1 with the SageMaker endpoint contract")
@@ -143,21 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--episodes", type=int, default=5, help="CartPole episodes to drive with the endpoint first (default: %(default)s)")
     serve.add_argument("--env", default="CartPole-v0", help="gymnasium environment for those episodes (default: %(default)s)")
     serve.add_argument("--no-wait", action="store_true", help="remove the endpoint after the episodes instead of serving until Ctrl-C")
-    serve.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     serve.set_defaults(run=_cmd_serve)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
     check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")
-    check.add_argument("--steps", type=int, default=1500, help="environment steps of the smoke training run (default: %(default)s)")
+    check.add_argument("--steps", type=int, default=DEFAULT_SMOKE_STEPS, help="environment steps of the smoke training run (default: %(default)s)")
     check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")
     check.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
-    check.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
     check.set_defaults(run=_cmd_preflight)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        # The SDK logs the whole compose file and each step at INFO; train.log has the job's output.
+        logging.getLogger("sagemaker").setLevel(logging.WARNING)
     if getattr(args, "variant", "unset") is None:
         args.variant = ["cpu"]
     try:
