@@ -84,7 +84,7 @@ def warm_training(training_image: str, variant: str, tmp_path_factory: pytest.Te
 def policy_archive(warm_training: WarmContainer) -> tuple[str, Path]:
     """A model.tar.gz exported by Coach from the DQN preset: (path in the container, path on the host)."""
     inside = f"{WORK_MOUNT}/policy/model.tar.gz"
-    warm_training.run_script("coach_dqn.py", "--presets", "/opt/presets", "--steps", str(POLICY_TRAIN_STEPS),
+    warm_training.run_script("coach_train.py", "--presets", "/opt/presets", "--steps", str(POLICY_TRAIN_STEPS),
                              "--export", inside)
     return inside, warm_training.host_path(inside)
 

@@ -3,8 +3,9 @@
 A figure's value is what the benchmark recorded in extra_info (the in-container rate
 for per-step figures, the host-measured seconds for end-to-end ones), the median over
 its rounds. Each figure may name a reference in the same table: a ceiling (the raw
-environment under a rollout), a floor (bare MXNet under Coach's step) or a baseline
-(`docker run` under `fit()`); the last column is value / reference.
+environment under a rollout), the plain Gluon step of the DQN network, stock Coach
+under the fast path, or a baseline (`docker run` under `fit()`); the last column is
+value / reference.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Figure:
     label: str
     unit: str          # "steps/s" or "s"
     reference: str | None = None
-    reference_kind: str = ""  # ceiling, floor or baseline
+    reference_kind: str = ""  # ceiling, "relative to", "speed-up over" or baseline
 
 
 def _rollouts() -> list[Figure]:
@@ -39,14 +40,28 @@ def _rollouts() -> list[Figure]:
 FIGURES: list[Figure] = [
     *_rollouts(),
     Figure("gluon-hybridised", "bare MXNet DQN step, hybridised", "grad steps/s"),
-    Figure("gluon-imperative", "bare MXNet DQN step, imperative", "grad steps/s", "gluon-hybridised", "floor"),
-    Figure("coach-gradient-stock", "stock Coach DQN training, gradient steps", "grad steps/s", "gluon-hybridised", "floor"),
+    Figure("gluon-imperative", "bare MXNet DQN step, imperative", "grad steps/s", "gluon-hybridised", "relative to"),
+    Figure("coach-gradient-stock", "stock Coach DQN training, gradient steps", "grad steps/s", "gluon-hybridised",
+           "relative to"),
     Figure("coach-env-stock", "stock Coach DQN training, env steps", "env steps/s", "rollout-raw-1", "ceiling"),
     Figure("coach-gradient", "Coach DQN training (image's fast path), gradient steps", "grad steps/s",
-           "gluon-hybridised", "floor"),
+           "coach-gradient-stock", "speed-up over"),
     Figure("coach-env", "Coach DQN training (image's fast path), env steps", "env steps/s", "coach-env-stock",
            "speed-up over"),
     Figure("coach-heatup", "Coach DQN heat-up (random actions), env steps", "env steps/s", "rollout-raw-1", "ceiling"),
+    Figure("coach-ppo-gradient-stock", "stock Coach clipped PPO, gradient steps", "grad steps/s"),
+    Figure("coach-ppo-env-stock", "stock Coach clipped PPO, env steps", "env steps/s"),
+    Figure("coach-ppo-gradient", "Coach clipped PPO (image's fast path), gradient steps", "grad steps/s",
+           "coach-ppo-gradient-stock", "speed-up over"),
+    Figure("coach-ppo-env", "Coach clipped PPO (image's fast path), env steps", "env steps/s", "coach-ppo-env-stock",
+           "speed-up over"),
+    Figure("dqn-solved-steps-stock", "stock Coach DQN: env steps to first evaluation >= 150 (median, 5 seeds)",
+           "env steps"),
+    Figure("dqn-solved-steps", "Coach DQN (fast path): env steps to first evaluation >= 150 (median, 5 seeds)",
+           "env steps", "dqn-solved-steps-stock", "relative to"),
+    Figure("dqn-train-seconds-stock", "stock Coach DQN: training time of the preset's 10k steps (median)", "s"),
+    Figure("dqn-train-seconds", "Coach DQN (fast path): training time of the preset's 10k steps (median)", "s",
+           "dqn-train-seconds-stock", "relative to"),
     Figure("docker-run-noop", "`docker run` of a no-op", "s"),
     Figure("fit-noop", "`fit()` of a no-op (local mode)", "s", "docker-run-noop", "baseline"),
     Figure("deploy-docker-run", "serving image: `docker run serve` -> first /ping 200", "s"),

@@ -1,12 +1,16 @@
-"""Coach's training throughput inside the training image: the CartPole DQN preset.
+"""Coach's training throughput inside the training image: a preset (CartPole DQN by default).
 
-    python coach_dqn.py --presets DIR [--preset NAME] --steps N [--heatup H] [--export model.tar.gz]
+    python coach_train.py --presets DIR [--preset NAME] [--steps N] [--heatup H] [--seed S]
+                          [--export model.tar.gz]
 
 Runs the preset through the image's own launcher (SageMakerCoachPresetLauncher, the code
 path of every training job) with a fixed budget of N training-phase env steps after H
 heat-up steps. The graph manager's heatup() and train_and_act() are timed, so the
 figures are measured after heat-up and exclude evaluation episodes, checkpoints and
-start-up. With --export, the trained policy is exported as a job would
+start-up. Gradient steps are the optimiser's updates of the online network (one per
+env step for the DQN preset; for clipped PPO, epochs x batches per 2,048-step phase).
+Without --steps/--heatup the preset's own schedule runs. The evaluation episodes' rewards
+are reported with the env steps at which they ran (learning curves, for seeded runs). With --export, the trained policy is exported as a job would
 (save_model=1) and packed like SageMaker's model.tar.gz, for the rollout and serving
 benchmarks.
 """
@@ -42,18 +46,40 @@ class Phases:
 
         def timed_train_and_act(steps: Any) -> None:
             agent = _agent(graph_manager)
-            env_before, grad_before = agent.total_steps_counter, agent.training_iteration
+            env_before, grad_before = agent.total_steps_counter, _updates(agent)
             started = time.perf_counter()
             train_and_act(steps)
             self.train_seconds += time.perf_counter() - started
             self.train_env_steps += agent.total_steps_counter - env_before
-            self.gradient_steps += agent.training_iteration - grad_before
+            self.gradient_steps += _updates(agent) - grad_before
 
         graph_manager.heatup, graph_manager.train_and_act = timed_heatup, timed_train_and_act
 
 
 def _agent(graph_manager: Any) -> Any:
     return next(iter(graph_manager.level_managers[0].agents.values()))
+
+
+def capture_evaluations() -> list[dict]:
+    """The evaluation episodes Coach reports ("Testing>" lines), as they are logged."""
+    from rl_coach.logger import screen
+
+    evaluations: list[dict] = []
+    log_dict = screen.log_dict
+
+    def logged(data: Any, prefix: str = "") -> None:
+        if prefix == "Testing" and "Total reward" in data:
+            evaluations.append({"episode": data.get("Episode"), "env_steps": data.get("Steps"),
+                                "reward": float(data["Total reward"])})
+        log_dict(data, prefix=prefix)
+
+    screen.log_dict = logged
+    return evaluations
+
+
+def _updates(agent: Any) -> int:
+    """Optimiser updates of the online network so far (MXNet's Optimizer.num_update)."""
+    return agent.networks["main"].online_network.trainer._optimizer.num_update
 
 
 def launcher_class(presets: Path, phases: Phases) -> type:
@@ -83,15 +109,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", type=Path, required=True)
     parser.add_argument("--preset", default="preset-cartpole-dqn")
-    parser.add_argument("--steps", type=int, required=True, help="training-phase env steps")
-    parser.add_argument("--heatup", type=int, default=1000, help="heat-up env steps (the preset's value)")
+    parser.add_argument("--steps", type=int, default=None, help="training-phase env steps (default: the preset's)")
+    parser.add_argument("--heatup", type=int, default=None, help="heat-up env steps (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--export", type=Path, default=None, help="write the trained policy as this model.tar.gz")
     args = parser.parse_args()
 
     # The launcher reads SageMaker hyperparameters from argv, as in a training job.
-    sys.argv = [sys.argv[0], "--RLCOACH_PRESET", args.preset, "--save_model", "1" if args.export else "0",
-                "--rl.improve_steps:EnvironmentSteps", str(args.steps),
-                "--rl.heatup_steps:EnvironmentSteps", str(args.heatup)]
+    sys.argv = [sys.argv[0], "--RLCOACH_PRESET", args.preset, "--save_model", "1" if args.export else "0"]
+    if args.steps is not None:
+        sys.argv += ["--rl.improve_steps:EnvironmentSteps", str(args.steps)]
+    if args.heatup is not None:
+        sys.argv += ["--rl.heatup_steps:EnvironmentSteps", str(args.heatup)]
+    if args.seed is not None:
+        sys.argv += ["--seed", str(args.seed)]
     os.environ.setdefault("TRAINING_JOB_NAME", "smrl-bench")
     from smrl_training import contract
 
@@ -100,6 +131,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
     info = environment_info()  # before Coach changes anything (below)
     phases = Phases()
+    evaluations = capture_evaluations()
     launcher = launcher_class(args.presets, phases)()
     started = time.perf_counter()
     launcher.launch()
@@ -115,7 +147,7 @@ def main() -> None:
         "omp_num_threads_after_launch": os.environ.get("OMP_NUM_THREADS"),
         "preset": args.preset,
         "heatup_env_steps": phases.heatup_env_steps,
-        "heatup_env_steps_per_s": phases.heatup_env_steps / phases.heatup_seconds,
+        "heatup_env_steps_per_s": phases.heatup_env_steps / phases.heatup_seconds if phases.heatup_env_steps else None,
         "train_env_steps": phases.train_env_steps,
         "gradient_steps": phases.gradient_steps,
         "train_seconds": phases.train_seconds,
@@ -124,6 +156,8 @@ def main() -> None:
         "ms_per_gradient_step": 1000.0 * phases.train_seconds / phases.gradient_steps,
         "launch_seconds": total_seconds,
         "exported": str(args.export) if args.export else None,
+        "seed": args.seed,
+        "evaluations": evaluations,
     })
 
 
