@@ -22,6 +22,13 @@ def _hyperparameter(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _environment_variable(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r} (e.g. SMRL_COACH_FAST=0)")
+    return name, value
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     from emulator.engine import ensure
 
@@ -47,6 +54,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.preset,
         hyperparameters=dict(args.hyperparameter or []),
         steps=args.steps,
+        environment=dict(args.env or []),
         output_dir=args.output,
         instance_type=args.instance_type,
         build=not args.no_build,
@@ -123,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra hyperparameter, e.g. -p rl.agent_params.algorithm.discount=0.95 "
                             "or -p rl.evaluation_steps:EnvironmentEpisodes=5 (repeatable)")
     train.add_argument("--steps", type=int, help="training budget in environment steps (overrides the preset's improve_steps)")
+    train.add_argument("--env", metavar="NAME=VALUE", type=_environment_variable, action="append",
+                       help="environment variable for the training container, e.g. --env SMRL_COACH_FAST=0 "
+                            "(stock Coach) (repeatable)")
     train.add_argument("--output", default="output", help="output folder; each job gets a subfolder (default: %(default)s)")
     train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"], help="(default: %(default)s)")
     train.add_argument("--no-build", action="store_true", help="do not build the image first")

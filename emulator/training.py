@@ -61,6 +61,7 @@ def train(
     *,
     hyperparameters: dict[str, Any] | None = None,
     steps: int | None = None,
+    environment: dict[str, str] | None = None,
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     instance_type: str = "local",
     source_dir: str | Path = PRESETS_DIR,
@@ -74,6 +75,9 @@ def train(
         preset: Name of a preset file (without .py) in `source_dir`.
         hyperparameters: Extra hyperparameters, e.g. `{"rl.agent_params.algorithm.discount": 0.95}`.
         steps: Training budget in environment steps (overrides the preset's `improve_steps`).
+        environment: Environment variables for the training container (RLEstimator's
+            `environment`), e.g. `{"SMRL_COACH_FAST": "0"}` for stock Coach. AWS_* names are
+            refused: the emulator keeps AWS credentials out of containers.
         output_dir: Each job gets `<output_dir>/<job name>/`; `<output_dir>/latest` points at the newest.
         instance_type: "local" (CPU image) or "local_gpu" (GPU image, needs an NVIDIA runtime).
         build: Build the training image first if it is missing or out of date.
@@ -84,6 +88,10 @@ def train(
 
     if instance_type not in ("local", "local_gpu"):
         raise ValueError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
+    aws_names = sorted(name for name in (environment or {}) if name.upper().startswith("AWS_"))
+    if aws_names:
+        raise ValueError(f"environment: {', '.join(aws_names)} refused: the emulator keeps AWS settings and "
+                         "credentials out of training containers. Remove them; jobs here need none.")
     if build:
         build_image("training", "gpu" if instance_type == "local_gpu" else "cpu", log=log)
 
@@ -105,6 +113,7 @@ def train(
         instance_count=1,
         output_path=job_dir.as_uri(),
         hyperparameters=params,
+        environment=dict(environment or {}),
         metric_definitions=RLEstimator.default_metric_definitions(RLToolkit.COACH),
         sagemaker_session=local_session(),
     )

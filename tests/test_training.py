@@ -99,6 +99,20 @@ def test_clipped_ppo_preset_trains(docker_engine, training_image_ready, tmp_path
     assert "model.onnx" in _members(result.model_data)
 
 
+def test_jobs_run_the_fast_path_unless_the_container_environment_asks_for_stock_coach(
+        dqn_run, docker_engine, training_image_ready, tmp_path):
+    assert "Coach fast path: on" in dqn_run.log_file.read_text()
+    stock = train(steps=200, environment={"SMRL_COACH_FAST": "0"}, output_dir=tmp_path, build=False,
+                  log=lambda line: None)
+    assert "Coach fast path: off (SMRL_COACH_FAST=0): stock Coach" in stock.log_file.read_text()
+
+
+def test_aws_variables_for_the_container_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY refused"):
+        train(environment={"AWS_SECRET_ACCESS_KEY": "x"}, output_dir=tmp_path, build=False)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("api", ["gym", "gymnasium"])
 def test_user_environments_of_both_gym_apis_train_in_a_preset(docker_engine, training_image_ready, tmp_path, api):
     result = train(f"preset-corridor-{api}", source_dir=FIXTURES / "envs", entry_point="train.py",

@@ -60,6 +60,13 @@ def enabled() -> bool:
     return FAST
 
 
+def describe() -> str:
+    """One line for the job's log: which Coach runs."""
+    if FAST:
+        return f"Coach fast path: on (smrl_coach.fast_coach, Adam kernel: {kernels.backend()}; {ENV_VAR}=0 for stock Coach)"
+    return f"Coach fast path: off ({ENV_VAR}={os.environ.get(ENV_VAR)}): stock Coach"
+
+
 # -- MXNet engine settings ----------------------------------------------------------------
 
 def configure_engine() -> None:
