@@ -32,12 +32,17 @@ def _coach_rounds(benchmark, warm_training, coach: str, *args: str) -> list[dict
     return results
 
 
-def _common(results: list[dict]) -> dict:
+def _record_rates(record, warm_training, variant: str, coach: str, prefix: str, results: list[dict]) -> dict:
+    """Records `<prefix>-gradient` and `<prefix>-env` (with `-stock` for stock Coach) from the same runs."""
     last = results[-1]
-    return dict(mxnet_version=last["mxnet_version"], threads=last["threads"], envs=1, preset=last["preset"],
-                omp_num_threads_after_launch=last["omp_num_threads_after_launch"],
-                ms_per_gradient_step=[r["ms_per_gradient_step"] for r in results],
-                train_env_steps=[r["train_env_steps"] for r in results])
+    common = dict(coach=coach, mxnet_version=last["mxnet_version"], threads=last["threads"], envs=1,
+                  preset=last["preset"], omp_num_threads_after_launch=last["omp_num_threads_after_launch"],
+                  ms_per_gradient_step=[r["ms_per_gradient_step"] for r in results],
+                  train_env_steps=[r["train_env_steps"] for r in results])
+    suffix = "" if coach == "fast" else "-stock"
+    for kind, key in (("gradient", "gradient_steps_per_s"), ("env", "train_env_steps_per_s")):
+        record(f"{prefix}-{kind}{suffix}", variant, [r[key] for r in results], warm_training.image, **common)
+    return common
 
 
 @pytest.mark.parametrize("coach", ["fast", "stock"])
@@ -48,16 +53,10 @@ def test_coach_dqn(benchmark, record, warm_training, variant, coach):
         # The preset trains once per env step (num_consecutive_playing_steps=1): a mismatch means
         # the timing window caught something other than Coach's train phase.
         assert abs(result["gradient_steps"] - result["train_env_steps"]) <= 0.02 * result["train_env_steps"], result
-    common = _common(results)
     # One benchmark, three figures: they come from the same Coach runs.
-    suffix = "" if coach == "fast" else "-stock"
-    record(f"coach-gradient{suffix}", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image,
-           coach=coach, **common)
-    record(f"coach-env{suffix}", variant, [r["train_env_steps_per_s"] for r in results], warm_training.image,
-           coach=coach, **common)
+    common = _record_rates(record, warm_training, variant, coach, "coach", results)
     if coach == "fast":
-        record("coach-heatup", variant, [r["heatup_env_steps_per_s"] for r in results], warm_training.image,
-               coach=coach, **common)
+        record("coach-heatup", variant, [r["heatup_env_steps_per_s"] for r in results], warm_training.image, **common)
 
 
 @pytest.mark.parametrize("coach", ["fast", "stock"])
@@ -67,12 +66,7 @@ def test_coach_clipped_ppo(benchmark, record, warm_training, variant, coach):
                             "--steps", str(PPO_STEPS), "--heatup", "0")
     for result in results:
         assert result["gradient_steps"] > 0 and result["train_env_steps"] >= PPO_STEPS, result
-    common = _common(results)
-    suffix = "" if coach == "fast" else "-stock"
-    record(f"coach-ppo-gradient{suffix}", variant, [r["gradient_steps_per_s"] for r in results], warm_training.image,
-           coach=coach, **common)
-    record(f"coach-ppo-env{suffix}", variant, [r["train_env_steps_per_s"] for r in results], warm_training.image,
-           coach=coach, **common)
+    _record_rates(record, warm_training, variant, coach, "coach-ppo", results)
 
 
 @pytest.mark.parametrize("mode", ["imperative", "hybridised"])
