@@ -35,10 +35,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_DIR = PROJECT_ROOT / "containers"
 VARIANTS = ("cpu", "gpu")
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
-OFFLINE_BASE_IMAGE = "sagemaker-rl-local/base:bookworm"
+OFFLINE_BASE_REPOSITORY = "sagemaker-rl-local/base"
 # What the offline base needs beyond minbase: a venv-capable Python, `patch` for the
-# Coach patches, and the OpenMP / quad-math runtimes MXNet's wheel links against.
-OFFLINE_BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "patch", "libgomp1", "libquadmath0")
+# Coach patches, and the OpenMP / quad-math runtimes MXNet's wheel links against; plus the
+# training image's system packages, so that rebuilds of that image need no network either.
+CORE_BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "patch", "libgomp1", "libquadmath0")
+TRAINING_SYSTEM_PACKAGES_FILE = CONTAINERS_DIR / "training" / "system-packages.txt"
 DEBIAN_MIRROR = os.environ.get("SMRL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 INPUTS_HASH_LABEL = "org.smrl.inputs-hash"
 # The lock marks packages that have no wheel on PyPI; they are built from their sdists.
@@ -89,6 +91,18 @@ def inference_image(variant: str = "cpu") -> str:
     return IMAGES["inference"].tag(variant)
 
 
+def offline_base_packages() -> list[str]:
+    """The Debian packages debootstrap puts into the offline base."""
+    listed = [line.split("#", 1)[0].strip() for line in TRAINING_SYSTEM_PACKAGES_FILE.read_text().splitlines()]
+    return [*CORE_BASE_PACKAGES, *filter(None, listed)]
+
+
+def offline_base_image() -> str:
+    """The offline base's tag, which names its package list: a changed list makes a new base."""
+    digest = hashlib.sha256(",".join(offline_base_packages()).encode()).hexdigest()[:8]
+    return f"{OFFLINE_BASE_REPOSITORY}:bookworm-{digest}"
+
+
 def work_dir() -> Path:
     """Where builds keep their caches (wheelhouse, debootstrap tree): `$SMRL_WORK_DIR` or `./.smrl`."""
     return Path(os.environ.get("SMRL_WORK_DIR", PROJECT_ROOT / ".smrl")).resolve()
@@ -106,7 +120,8 @@ class BuildResult:
 
 def resolve_base_image(client: docker.DockerClient, log: Log = print) -> str:
     """A base with Python 3.11: a public one if present or pullable, else the offline one."""
-    for name in (PUBLIC_BASE_IMAGE, OFFLINE_BASE_IMAGE):
+    offline_base = offline_base_image()
+    for name in (PUBLIC_BASE_IMAGE, offline_base):
         if _image_exists(client, name):
             log(f"base image: {name} (present)")
             return name
@@ -116,9 +131,9 @@ def resolve_base_image(client: docker.DockerClient, log: Log = print) -> str:
         return PUBLIC_BASE_IMAGE
     except docker.errors.APIError as error:
         reason = (error.explanation or str(error)).splitlines()[0][:200]
-        log(f"base image: registry not reachable ({reason}); building {OFFLINE_BASE_IMAGE} from Debian packages")
+        log(f"base image: registry not reachable ({reason}); building {offline_base} from Debian packages")
     build_offline_base(client, log)
-    return OFFLINE_BASE_IMAGE
+    return offline_base
 
 
 def build_offline_base(client: docker.DockerClient, log: Log = print) -> None:
@@ -131,7 +146,7 @@ def build_offline_base(client: docker.DockerClient, log: Log = print) -> None:
         )
     with tempfile.TemporaryDirectory(prefix="smrl-rootfs-", dir=_cache_dir("tmp")) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(OFFLINE_BASE_PACKAGES)}",
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(offline_base_packages())}",
                    "bookworm", str(rootfs), DEBIAN_MIRROR]
         log(f"$ {' '.join(command)}")
         _run(command, "debootstrap of the offline base image failed", log)
@@ -143,12 +158,12 @@ def build_offline_base(client: docker.DockerClient, log: Log = print) -> None:
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
-        repository, tag = OFFLINE_BASE_IMAGE.split(":")
+        repository, tag = offline_base_image().split(":")
         client.api.import_image_from_file(
             str(archive), repository=repository, tag=tag,
             changes=[f"ENV PYTHON_VERSION={python_version}", 'CMD ["/bin/bash"]'],
         )
-    log(f"base image: {OFFLINE_BASE_IMAGE} built (Debian bookworm, Python {python_version})")
+    log(f"base image: {offline_base_image()} built (Debian bookworm, Python {python_version})")
 
 
 def _rootfs_python_version(rootfs: Path) -> str:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from emulator.diagnosis import diagnose
+from emulator.jobcode import copy_job_code
 from emulator.jobspec import JobSpec
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
@@ -202,12 +204,16 @@ def check_in_image(spec: JobSpec, image: str) -> list[Check]:
     source_dir = spec.source_dir or spec.entry_point_path.parent
     entry_point = spec.entry_point_path.relative_to(source_dir)
     preset = spec.hyperparameters.get("RLCOACH_PRESET")
-    command = ["docker", "run", "--rm", "--network", "none", "-v", f"{source_dir}:/opt/ml/code:ro", image,
-               "python3", "-m", "smrl_coach.preflight", "--entry-point", str(entry_point),
-               "--hyperparameters", json.dumps(spec.hyperparameters, default=str)]
-    if preset:
-        command += ["--preset", str(preset)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    dependencies = [str(spec.resolve(d)) for d in spec.estimator.get("dependencies") or []]
+    with tempfile.TemporaryDirectory(prefix="smrl-preflight-code-") as code:
+        # The code as the job sees it in /opt/ml/code: source_dir and the dependencies.
+        copy_job_code(source_dir, dependencies, Path(code), None if spec.source_dir else str(entry_point))
+        command = ["docker", "run", "--rm", "--network", "none", "-v", f"{code}:/opt/ml/code:ro", image,
+                   "python3", "-m", "smrl_coach.preflight", "--entry-point", str(entry_point),
+                   "--hyperparameters", json.dumps(spec.hyperparameters, default=str)]
+        if preset:
+            command += ["--preset", str(preset)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     marker = [line for line in done.stdout.splitlines() if line.startswith("SMRL-PREFLIGHT ")]
     if not marker:
         return [Check("imports in the image", FAIL, f"the check did not run: {(done.stderr or done.stdout).strip()[-800:]}",
@@ -215,9 +221,14 @@ def check_in_image(spec: JobSpec, image: str) -> list[Check]:
     report = json.loads(marker[-1].removeprefix("SMRL-PREFLIGHT "))
     checks = []
     entry = report["entry_point"]
-    checks.append(Check("entry point imports", PASS, f"{entry_point} imports in {image}") if entry["ok"] else
-                  Check("entry point imports", FAIL, f"{entry_point} fails at import: {entry['error'].strip()}",
-                        "fix the entry point; it must import without errors (code under __main__ runs only in the job)"))
+    if entry["ok"]:
+        checks.append(Check("entry point imports", PASS, f"{entry_point} imports in {image}"))
+    else:
+        known = diagnose(entry["error"], spec.base_dir)
+        checks.append(Check("entry point imports", FAIL, f"{entry_point} fails at import: {entry['error'].strip()}"
+                            + (f"\n      cause: {known.cause}" if known else ""),
+                            known.fix if known else "fix the entry point; it must import without errors (code "
+                            "under __main__ runs only in the job)"))
     if not preset:
         checks.append(Check("preset", WARN, "no RLCOACH_PRESET hyperparameter: the entry point's default preset is used",
                             "set RLCOACH_PRESET so the pre-flight can check the preset and overrides before running"))
@@ -362,7 +373,9 @@ def _dynamic(spec: JobSpec, work: Path, local_type: str, steps: int, report: Rep
     except (RuntimeError, TrainingError) as error:
         trained = False
         reason = failure_message(work / "out", log_file, error)
-        report.add(Check("smoke training", FAIL, reason, "fix the error above (the full log is in the message)",
+        known = diagnose(log_file.read_text() if log_file.exists() else str(error), spec.base_dir)
+        report.add(Check("smoke training", FAIL, reason + (f"\n      cause: {known.cause}" if known else ""),
+                         known.fix if known else "fix the error above (the full log is in the message)",
                          seconds=time.monotonic() - begun), log)
     log_text = log_file.read_text() if log_file.exists() else ""
     definitions = spec.estimator.get("metric_definitions") or RLEstimator.default_metric_definitions(spec.estimator["toolkit"])
@@ -398,7 +411,9 @@ def _dynamic(spec: JobSpec, work: Path, local_type: str, steps: int, report: Rep
             report.add(Check("endpoint", PASS, f"served with {inference_entry}; answered {json.dumps(answer)[:120]}",
                              seconds=time.monotonic() - begun), log)
         except (EndpointError, RuntimeError) as error:
-            report.add(Check("endpoint", FAIL, str(error), "fix the inference script (model_fn/input_fn/predict_fn/"
+            known = diagnose(str(error))
+            report.add(Check("endpoint", FAIL, str(error) + (f"\n      cause: {known.cause}" if known else ""),
+                             known.fix if known else "fix the inference script (model_fn/input_fn/predict_fn/"
                              "output_fn or transform_fn) or the exported model", seconds=time.monotonic() - begun), log)
     left = count_job_containers(client) - before
     report.add(Check("cleanup", PASS, "no container, network or endpoint left") if left <= 0 else

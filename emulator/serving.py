@@ -339,7 +339,11 @@ class _LiveEndpoints:
 
     def _hook(self) -> None:
         self._hooked = True
-        atexit.register(self.stop_all)
+        # The SDK serves each endpoint from a non-daemon thread (`docker-compose up`), and
+        # Python joins those before it runs atexit: a script that ends with an endpoint up
+        # would wait forever. Hooks registered here run before that join.
+        threading._register_atexit(self.stop_all)
+        atexit.register(self.stop_all)  # endpoints added after the join began
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGHUP):

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import boto3
 import botocore.session
 import sagemaker.utils
 import yaml
+from sagemaker.estimator import DIR_PARAM_NAME, SCRIPT_PARAM_NAME, Framework
 from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
 from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
@@ -29,10 +33,12 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator.engine import require_engine
+from emulator.jobcode import copy_job_code
 from emulator.jobs import NETWORK_NAME, JobGuard, raise_if_a_host_failed
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
 DEFAULT_REGION = "us-west-2"
+CONTAINER_CODE_DIR = "/opt/ml/code"
 LOCAL_BUCKET = "sagemaker-rl-local"
 PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
@@ -66,6 +72,59 @@ def _validate_config_once(validate: Callable[[dict], None]) -> Callable[[dict], 
 # lookup): same validation, done once per distinct config. See _validate_config_once.
 if not getattr(sagemaker.utils.validate_sagemaker_config, "smrl_memoized", False):
     sagemaker.utils.validate_sagemaker_config = _validate_config_once(sagemaker.utils.validate_sagemaker_config)
+
+
+def _record_code_to_stage(prepare: Callable) -> Callable:
+    """In local-code mode the SDK mounts ``source_dir`` as it is and drops ``dependencies``;
+    in the cloud it packs both into the job's code. For estimators of a ``LocalRLSession``
+    this remembers, per job, what the cloud would pack, for ``stage_code`` to copy."""
+
+    def prepare_for_training(self, job_name=None):
+        source_dir_given = self.source_dir is not None
+        prepare(self, job_name=job_name)
+        session = self.sagemaker_session
+        if isinstance(session, LocalRLSession) and self._current_job_name:
+            session.code_to_stage[self._current_job_name] = CodeToStage(
+                dependencies=list(self.dependencies or []), whole_source_dir=source_dir_given
+            )
+
+    prepare_for_training.smrl_records_code = True
+    return prepare_for_training
+
+
+# Patch of the SDK (Framework._prepare_for_training, run by every framework estimator's
+# fit()): the same preparation, plus a note of the job's dependencies. See _record_code_to_stage.
+if not getattr(Framework._prepare_for_training, "smrl_records_code", False):
+    Framework._prepare_for_training = _record_code_to_stage(Framework._prepare_for_training)
+
+
+@dataclass(frozen=True)
+class CodeToStage:
+    """What the cloud packs into a job's code: source_dir's content (or the entry point
+    alone, when the estimator had no source_dir) and the dependencies."""
+
+    dependencies: list[str]
+    whole_source_dir: bool
+
+
+def stage_code(hyperparameters: dict, plan: CodeToStage | None, target: Path) -> dict:
+    """Copies a job's code (see ``copy_job_code``) from the local folder that
+    ``sagemaker_submit_directory`` names into ``target``, which the container mounts
+    read-only: a job can neither see later edits nor change the user's files.
+
+    Returns:
+        The hyperparameters with ``sagemaker_submit_directory`` pointing at ``target``;
+        unchanged when the job has no local code.
+    """
+    if DIR_PARAM_NAME not in hyperparameters:
+        return hyperparameters
+    submitted = urlparse(json.loads(hyperparameters[DIR_PARAM_NAME]))
+    if submitted.scheme != "file":
+        return hyperparameters
+    plan = plan or CodeToStage(dependencies=[], whole_source_dir=True)
+    entry_point = None if plan.whole_source_dir else json.loads(hyperparameters[SCRIPT_PARAM_NAME])
+    copy_job_code(Path(os.path.abspath(submitted.netloc + submitted.path)), plan.dependencies, target, entry_point)
+    return {**hyperparameters, DIR_PARAM_NAME: json.dumps(target.as_uri())}
 
 
 class AWSCallRefused(RuntimeError):
@@ -115,6 +174,13 @@ class _IsolatedContainer(_SageMakerContainer):
         self.created_folders.append(folder)
         return folder
 
+    def _prepare_training_volumes(self, data_dir, input_data_config, output_data_config, hyperparameters):
+        volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
+        for volume in volumes:
+            if volume.container_dir == CONTAINER_CODE_DIR:  # the job's staged copy: see stage_code
+                volume.map += ",ro" if volume.map.endswith(":z") else ":ro"
+        return volumes
+
     def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
         content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
         if NETWORK_NAME in content.get("networks", {}):  # absent in SageMaker Studio
@@ -158,6 +224,11 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 )
                 guard.hosts = container.hosts
                 guard.folders = container.created_folders
+                staged = Path(session.work_dir, "code", TrainingJobName)
+                guard.folders.append(str(staged))
+                hyperparameters = stage_code(
+                    kwargs.get("HyperParameters", {}), session.code_to_stage.pop(TrainingJobName, None), staged
+                )
                 if AlgorithmSpecification.get("ContainerEntrypoint"):
                     container.container_entrypoint = AlgorithmSpecification["ContainerEntrypoint"]
                 if AlgorithmSpecification.get("ContainerArguments"):
@@ -166,7 +237,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 job.start(
                     InputDataConfig or [],
                     OutputDataConfig,
-                    kwargs.get("HyperParameters", {}),
+                    hyperparameters,
                     Environment or {},
                     TrainingJobName,
                 )
@@ -189,6 +260,7 @@ class LocalRLSession(LocalSession):
 
     def __init__(self, boto_session: boto3.Session, work_dir: Path):
         self.work_dir = work_dir
+        self.code_to_stage: dict[str, CodeToStage] = {}
         super().__init__(
             boto_session=boto_session,
             default_bucket=LOCAL_BUCKET,

@@ -1,22 +1,30 @@
 """Lets MXNet's own ONNX importer read the ONNX files MXNet's own exporter writes.
 
-MXNet 1.9.1 exports a `Dense(flatten=False)` layer as
-`Flatten(axis=-1) -> Gemm -> Reshape(shape=Concat(Slice(Shape(x)), [units]))`, and its
-importer (`mxnet.contrib.onnx.import_model` / `import_to_gluon`, the calls SageMaker's
-MXNet examples make in `model_fn`) rejects both halves: "Flatten operator only supports
-axis=1", and a Reshape whose target shape is computed instead of constant. Coach's
-`-onnx` export of every policy network hits this.
+MXNet 1.9.1 exports at ONNX opset 13 or later, and its importer
+(`mxnet.contrib.onnx.import_model` / `import_to_gluon`, the calls SageMaker's MXNet
+examples make in `model_fn`) rejects three patterns of those exports, all in Coach's
+`-onnx` export of every policy network:
 
-`normalize_graph` rewrites those two patterns into what the importer accepts, using
-ONNX's static shape inference (Coach's exporter fixes the input shape, batch 1):
+* a `Dense(flatten=False)` layer becomes `Flatten(axis=-1) -> Gemm -> Reshape(shape=
+  Concat(Slice(Shape(x)), [units]))`: "Flatten operator only supports axis=1", and a
+  Reshape whose target shape is computed instead of constant;
+* `Squeeze`/`Unsqueeze` (the PPO value head) take their axes as a second input (an
+  initializer, opset 13+), where the importer reads only the `axes` attribute (opset 11).
+
+`normalize_graph` rewrites those into what the importer accepts, using ONNX's static shape
+inference (Coach's exporter fixes the input shape, batch 1):
 
 * `Flatten(axis=-1)` on a rank-r input becomes `Flatten(axis=r-1)`;
 * a `Reshape` with a computed target becomes one with a constant target, whose first
   (batch) dimension is -1 so that batches of any size still work;
+* `Squeeze`/`Unsqueeze` with constant axes get them as the attribute;
 
-then drops the nodes nobody reads any more (the Shape/Slice/Concat chains). Graphs
-without these patterns pass through untouched. `install()` hooks the rewrite into the
-importer, so user scripts that call `import_to_gluon` run unmodified.
+then drops the nodes nobody reads any more (the Shape/Slice/Concat chains). Shape
+inference ignores the shapes the graph declares for its outputs: the public
+`sagemaker_rl.onnx_utils.fix_onnx_model` declares PPO's outputs without the batch axis,
+which would contradict the inferred ones. Graphs without these patterns pass through
+untouched. `install()` hooks the rewrite into the importer, so user scripts that call
+`import_model` or `import_to_gluon` run unmodified.
 """
 from __future__ import annotations
 
@@ -25,60 +33,105 @@ import logging
 log = logging.getLogger(__name__)
 
 _installed = False
+_AXES_OPS = ("Squeeze", "Unsqueeze")
 
 
 def normalize_graph(graph, opset_version: int):
     """A copy of `graph` (onnx.GraphProto) with the exporter's patterns rewritten, or `graph` itself."""
     import onnx
-    from onnx import helper, numpy_helper, shape_inference
 
-    needs_rewrite = any(
-        (node.op_type == "Flatten" and _axis(node) not in (None, 1))
-        or node.op_type == "Reshape" for node in graph.node
-    )
-    if not needs_rewrite:
+    initializers = {init.name: init for init in graph.initializer}
+    if not any(_needs_rewrite(node, initializers) for node in graph.node):
         return graph
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset_version)])
-    try:
-        inferred = shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as error:  # noqa: BLE001 - best effort: the importer then reports its own error
-        log.warning("ONNX shape inference failed (%s); importing the graph as it is", error)
-        return graph
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[value.name] = [d.dim_value for d in dims]
-    initializers = {init.name for init in graph.initializer}
-
+    shapes = _inferred_shapes(graph, opset_version)
     new_graph = onnx.GraphProto()
     new_graph.CopyFrom(graph)
     rewritten = 0
     for node in new_graph.node:
-        if node.op_type == "Flatten" and _axis(node) not in (None, 1):
-            rank = len(shapes.get(node.input[0], []))
-            axis = _axis(node)
-            if rank and axis < 0:
-                for attribute in node.attribute:
-                    if attribute.name == "axis":
-                        attribute.i = rank + axis
-                rewritten += 1
-        elif node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] not in initializers:
-            target = shapes.get(node.output[0])
-            if not target:
-                continue
-            name = f"{node.output[0]}_smrl_const_shape"
-            constant = [-1] + list(target[1:])
-            new_graph.initializer.append(numpy_helper.from_array(_int64_array(constant), name))
-            # The importer only sees initializers that are also listed as graph inputs.
-            new_graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [len(constant)]))
-            node.input[1] = name
-            rewritten += 1
+        if node.op_type == "Flatten":
+            rewritten += _fix_flatten_axis(node, shapes)
+        elif node.op_type == "Reshape":
+            rewritten += _constant_reshape_target(node, new_graph, initializers, shapes)
+        elif node.op_type in _AXES_OPS:
+            rewritten += _axes_input_to_attribute(node, initializers)
     if not rewritten:
         return graph
     _drop_dead_nodes(new_graph)
     log.info("ONNX graph: rewrote %d node(s) the MXNet importer cannot read", rewritten)
     return new_graph
+
+
+def _needs_rewrite(node, initializers) -> bool:
+    if node.op_type == "Flatten":
+        return _axis(node) not in (None, 1)
+    if node.op_type == "Reshape":
+        return len(node.input) > 1 and node.input[1] not in initializers
+    if node.op_type in _AXES_OPS:
+        return len(node.input) > 1 and node.input[1] in initializers
+    return False
+
+
+def _inferred_shapes(graph, opset_version: int) -> dict[str, list[int]]:
+    """Static shapes of the graph's values, from inference that ignores declared output shapes."""
+    import onnx
+    from onnx import helper, shape_inference
+
+    probe = onnx.GraphProto()
+    probe.CopyFrom(graph)
+    for output in probe.output:
+        output.type.tensor_type.ClearField("shape")
+    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", opset_version)])
+    try:
+        inferred = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as error:  # noqa: BLE001 - best effort: the importer then reports its own error
+        log.warning("ONNX shape inference failed (%s); Flatten and Reshape nodes stay as they are", error)
+        return {}
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [d.dim_value for d in dims]
+    return shapes
+
+
+def _fix_flatten_axis(node, shapes) -> int:
+    axis = _axis(node)
+    rank = len(shapes.get(node.input[0], []))
+    if axis is None or axis >= 0 or not rank:
+        return 0
+    for attribute in node.attribute:
+        if attribute.name == "axis":
+            attribute.i = rank + axis
+    return 1
+
+
+def _constant_reshape_target(node, graph, initializers, shapes) -> int:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if len(node.input) < 2 or node.input[1] in initializers:
+        return 0
+    target = shapes.get(node.output[0])
+    if not target:
+        return 0
+    name = f"{node.output[0]}_smrl_const_shape"
+    constant = [-1] + list(target[1:])
+    graph.initializer.append(numpy_helper.from_array(_int64_array(constant), name))
+    # The importer only sees initializers that are also listed as graph inputs.
+    graph.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [len(constant)]))
+    node.input[1] = name
+    return 1
+
+
+def _axes_input_to_attribute(node, initializers) -> int:
+    from onnx import helper, numpy_helper
+
+    if len(node.input) < 2 or node.input[1] not in initializers:
+        return 0
+    axes = [int(a) for a in numpy_helper.to_array(initializers[node.input[1]]).ravel()]
+    del node.input[1:]
+    node.attribute.append(helper.make_attribute("axes", axes))
+    return 1
 
 
 def install() -> None:

@@ -31,7 +31,7 @@ from rl_coach.base_parameters import Frameworks
 from rl_coach.coach import CoachLauncher
 from rl_coach.logger import screen
 
-from smrl_coach import fast_coach, model_export
+from smrl_coach import model_export
 from smrl_coach.errors import LauncherError
 from smrl_coach.overrides import PREFIX as OVERRIDE_PREFIX
 from smrl_coach.overrides import Override
@@ -126,7 +126,6 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
 
     def run_graph_manager(self, graph_manager: Any, args: argparse.Namespace) -> None:
         self.graph_manager = graph_manager
-        print(fast_coach.describe(), flush=True)
         super().run_graph_manager(graph_manager, args)
 
     def save_policy(self) -> list[Path]:

@@ -21,6 +21,8 @@ OUTPUT_INTERMEDIATE_DIR = OUTPUT_DIR / "intermediate"
 CHECKPOINT_DIR = OUTPUT_DATA_DIR / "checkpoint"
 # SageMaker shows the first lines of this file as the job's FailureReason.
 FAILURE_FILE = OUTPUT_DIR / "failure"
+# The training toolkit's empty marker of a job whose entry point exited 0.
+SUCCESS_FILE = OUTPUT_DIR / "success"
 
 # Hyperparameters the SDK adds for the container itself; they never reach the user script.
 PROGRAM_PARAM = "sagemaker_program"

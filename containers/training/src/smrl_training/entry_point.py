@@ -1,6 +1,7 @@
 """`train`: run the user's entry point the way a SageMaker training container does.
 
-Exit status is the script's. When the contract itself is broken (no entry point, a
+Exit status is the script's; on success /opt/ml/output/success is written, as the
+SageMaker training toolkit does. When the contract itself is broken (no entry point, a
 missing file) the reason goes to /opt/ml/output/failure, as on SageMaker.
 """
 from __future__ import annotations
@@ -24,6 +25,14 @@ def _write_failure(message: str) -> None:
         contract.FAILURE_FILE.write_text(message)
     except OSError:
         pass  # a read-only /opt/ml/output must not hide the original error
+
+
+def _write_success() -> None:
+    """The empty marker the SageMaker training toolkit leaves when the entry point succeeded."""
+    try:
+        contract.SUCCESS_FILE.touch()
+    except OSError:
+        pass
 
 
 def _command(env: TrainingEnvironment) -> list[str]:
@@ -63,7 +72,9 @@ def main() -> int:
         completed = subprocess.run(command, cwd=env.code_dir, env=child_env)
     except KeyboardInterrupt:
         return 130
-    if completed.returncode != 0 and not contract.FAILURE_FILE.exists():
+    if completed.returncode == 0:
+        _write_success()
+    elif not contract.FAILURE_FILE.exists():
         _write_failure(f"The entry point {env.program} exited with status {completed.returncode}; see the log above.")
     return completed.returncode
 
