@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -28,17 +29,21 @@ import yaml
 from sagemaker.estimator import DIR_PARAM_NAME, SCRIPT_PARAM_NAME, Framework
 from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
-from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
+from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer, _Volume
 from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator.engine import require_engine
-from emulator.jobcode import copy_job_code
+from emulator.images import IMAGES
+from emulator.jobcode import REQUIREMENTS_FILE, copy_job_code, requirements_wheelhouse
 from emulator.jobs import NETWORK_NAME, JobGuard, raise_if_a_host_failed
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
 DEFAULT_REGION = "us-west-2"
 CONTAINER_CODE_DIR = "/opt/ml/code"
+# Where training containers find the wheels of the job's requirements.txt (the image's
+# smrl_training.contract.JOB_WHEELHOUSE_DIR).
+CONTAINER_WHEELHOUSE_DIR = "/opt/smrl/job-wheelhouse"
 LOCAL_BUCKET = "sagemaker-rl-local"
 PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
@@ -168,6 +173,7 @@ class _IsolatedContainer(_SageMakerContainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.created_folders: list[str] = []
+        self.wheelhouse: Path | None = None  # wheels of the job's requirements.txt
 
     def _create_tmp_folder(self):
         folder = super()._create_tmp_folder()
@@ -176,18 +182,29 @@ class _IsolatedContainer(_SageMakerContainer):
 
     def _prepare_training_volumes(self, data_dir, input_data_config, output_data_config, hyperparameters):
         volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
-        for volume in volumes:
-            if volume.container_dir == CONTAINER_CODE_DIR:  # the job's staged copy: see stage_code
-                volume.map += ",ro" if volume.map.endswith(":z") else ":ro"
+        if self.wheelhouse is not None:
+            volumes.append(_Volume(str(self.wheelhouse), CONTAINER_WHEELHOUSE_DIR))
         return volumes
 
     def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
         content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
-        if NETWORK_NAME in content.get("networks", {}):  # absent in SageMaker Studio
-            content["networks"][NETWORK_NAME]["external"] = True
-            with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
-                yaml.safe_dump(content, f, default_flow_style=False)
+        # What compose runs; the SDK goes on reading `content`, whose volume strings it
+        # parses as host:container (it cannot read a mode).
+        written = copy.deepcopy(content)
+        if NETWORK_NAME in written.get("networks", {}):  # absent in SageMaker Studio
+            written["networks"][NETWORK_NAME]["external"] = True
+        for service in written["services"].values():
+            service["volumes"] = [_read_only(v) for v in service.get("volumes", [])]
+        with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
+            yaml.safe_dump(written, f, default_flow_style=False)
         return content
+
+
+def _read_only(volume: str) -> str:
+    """The job's code and wheelhouse are mounted read-only: see stage_code."""
+    if volume.removesuffix(":z").endswith((f":{CONTAINER_CODE_DIR}", f":{CONTAINER_WHEELHOUSE_DIR}")):
+        return volume + (",ro" if volume.endswith(":z") else ":ro")
+    return volume
 
 
 class _GuardedLocalClient(LocalSagemakerClient):
@@ -229,6 +246,11 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 hyperparameters = stage_code(
                     kwargs.get("HyperParameters", {}), session.code_to_stage.pop(TrainingJobName, None), staged
                 )
+                if (staged / REQUIREMENTS_FILE).is_file():
+                    lock = IMAGES["training"].context / f"requirements-{'gpu' if instance_type == 'local_gpu' else 'cpu'}.lock"
+                    container.wheelhouse = requirements_wheelhouse(
+                        staged / REQUIREMENTS_FILE, lock, Path(session.work_dir, "requirements-wheelhouse")
+                    )
                 if AlgorithmSpecification.get("ContainerEntrypoint"):
                     container.container_entrypoint = AlgorithmSpecification["ContainerEntrypoint"]
                 if AlgorithmSpecification.get("ContainerArguments"):

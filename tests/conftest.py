@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Public SageMaker RL code kept byte for byte (see its README); SMRL_CONFORMANCE_DIR moves it.
+CONFORMANCE_DIR = Path(os.environ.get("SMRL_CONFORMANCE_DIR") or REPO.parent / "shared" / "conformance")
+RL_EXAMPLES = CONFORMANCE_DIR / "amazon-sagemaker-examples" / "reinforcement_learning"
 
 
 def _in_ci() -> bool:
@@ -62,3 +68,16 @@ def dqn_run(docker_engine, training_image_ready, tmp_path_factory):
     result = train(output_dir=tmp_path_factory.mktemp("dqn"), build=False, log=lambda line: None)
     assert job_container_count(docker_engine) == before
     return result
+
+
+@pytest.fixture(scope="session")
+def rl_examples() -> Path:
+    """The public examples' reinforcement_learning/ folder. Absent, tests skip, except in CI,
+    where they fail: the conformance cases are part of the pipeline."""
+    if (RL_EXAMPLES / "rl_cartpole_coach").is_dir():
+        return RL_EXAMPLES
+    reason = (f"No conformance cases at {CONFORMANCE_DIR} (set SMRL_CONFORMANCE_DIR, or get them from "
+              "aws/amazon-sagemaker-examples at commit d015633931ffa0ff5ae782c44be9781b6b25408b).")
+    if _in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)

@@ -2,7 +2,7 @@
 
 The cases live in `../shared/conformance/` (byte for byte from aws/amazon-sagemaker-examples
 at commit d015633931ffa0ff5ae782c44be9781b6b25408b; see that folder's README), or wherever
-`SMRL_CONFORMANCE_DIR` points. Each test copies a case to a temp dir and runs the notebook's
+`SMRL_CONFORMANCE_DIR` points (fixture `rl_examples` in conftest). Each test copies a case to a temp dir and runs the notebook's
 own code cells (training, evaluation, deploy, predict, delete) with exactly two edits:
 
 1. `sagemaker_session=local_session()` added to each estimator;
@@ -22,38 +22,25 @@ import statistics
 import tarfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-from conftest import _in_ci, job_container_count
+from conftest import job_container_count
 from emulator.metrics import parse_metrics
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
-CONFORMANCE_DIR = Path(os.environ.get("SMRL_CONFORMANCE_DIR") or REPO.parent / "shared" / "conformance")
-EXAMPLES = CONFORMANCE_DIR / "amazon-sagemaker-examples" / "reinforcement_learning"
-CARTPOLE = EXAMPLES / "rl_cartpole_coach"
-NOTEBOOK = CARTPOLE / "rl_cartpole_coach_gymEnv.ipynb"
 SESSION_EDIT = ("RLEstimator(", "RLEstimator(\n    sagemaker_session=local_session(),")
 
 
-def _require_cases() -> None:
-    if NOTEBOOK.is_file():
-        return
-    reason = (f"No conformance cases at {CONFORMANCE_DIR} (set SMRL_CONFORMANCE_DIR, or get them from "
-              "aws/amazon-sagemaker-examples at commit d015633931ffa0ff5ae782c44be9781b6b25408b).")
-    if _in_ci():
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def notebook_cell(marker: str) -> str:
-    """The source of the notebook's one code cell that contains `marker`."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
+def notebook_cell(case: Path, marker: str) -> str:
+    """The source of the case notebook's one code cell that contains `marker`."""
+    notebook = case / "rl_cartpole_coach_gymEnv.ipynb"
+    cells = json.loads(notebook.read_text())["cells"]
     sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     found = [source for source in sources if marker in source]
-    assert len(found) == 1, f"{len(found)} code cells of {NOTEBOOK.name} contain {marker!r}"
+    assert len(found) == 1, f"{len(found)} code cells of {notebook.name} contain {marker!r}"
     return found[0]
 
 
@@ -63,14 +50,30 @@ def with_local_session(source: str) -> str:
     return source.replace(*SESSION_EDIT)
 
 
-def copy_case(tmp_path: Path) -> Path:
-    """The example and its `common` folder (the example's `common` is a symlink to it)."""
+def copy_case(examples: Path, tmp_path: Path) -> Path:
+    """The example and its `common` folder, checked out as git would check them out.
+
+    The example's `common` is a symlink to `../common` in the repository; the cases may
+    keep it as git stores it, a file holding the target path, and it becomes a link again.
+    """
     root = tmp_path / "reinforcement_learning"
     for name in ("rl_cartpole_coach", "common"):
-        shutil.copytree(EXAMPLES / name, root / name, symlinks=True, copy_function=shutil.copyfile)
-    for folder, _, _ in os.walk(root):
+        shutil.copytree(examples / name, root / name, symlinks=True, copy_function=shutil.copyfile)
+    for folder, _, files in os.walk(root):
         os.chmod(folder, 0o755)  # the cases are kept read-only
+        for name in files:
+            _restore_git_symlink(Path(folder, name))
     return root / "rl_cartpole_coach"
+
+
+def _restore_git_symlink(path: Path) -> None:
+    if path.is_symlink() or path.stat().st_size > 255:
+        return
+    target = path.read_bytes()
+    if b"\n" in target or not target.startswith(b"../") or not (path.parent / target.decode()).exists():
+        return
+    path.unlink()
+    path.symlink_to(target.decode())
 
 
 def notebook_namespace(output: Path) -> dict:
@@ -98,9 +101,8 @@ def _files(folder: Path, pattern: str) -> list[Path]:
 
 
 @pytest.fixture
-def in_case(tmp_path, monkeypatch, docker_engine, training_image_ready, inference_image_ready):
-    _require_cases()
-    case = copy_case(tmp_path)
+def in_case(rl_examples, tmp_path, monkeypatch, docker_engine, training_image_ready, inference_image_ready):
+    case = copy_case(rl_examples, tmp_path)
     monkeypatch.chdir(case)
     monkeypatch.setenv("SMRL_WORK_DIR", str(tmp_path / "work"))
     return case
@@ -115,10 +117,10 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
 
     # Training: the notebook's estimator, fit() with its hyperparameters.
     started = time.monotonic()
-    run_cell(with_local_session(notebook_cell("estimator.fit(")).replace(*edits), namespace)
+    run_cell(with_local_session(notebook_cell(in_case, "estimator.fit(")).replace(*edits), namespace)
     train_seconds = time.monotonic() - started
     estimator = namespace["estimator"]
-    job_dir = output / estimator._current_job_name
+    job_dir = Path(urlparse(estimator.model_data).path).parent  # local mode: file:// outputs land as given
     with tarfile.open(job_dir / "model.tar.gz") as tar:
         assert "model.onnx" in {Path(m.name).name for m in tar.getmembers()}
     assert (job_dir / "output.tar.gz").is_file()
@@ -133,17 +135,17 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
     with tarfile.open(job_dir / "output.tar.gz") as tar:
         tar.extractall(extracted, filter="data")
     namespace["checkpoint_path"] = (extracted / "data" / "checkpoint").as_uri()
-    assert _files(extracted / "data" / "checkpoint", "*.params"), "no checkpoint in output.tar.gz"
-    run_cell(with_local_session(notebook_cell("estimator_eval.fit(")).replace(*edits), namespace)
+    assert (extracted / "data" / "checkpoint" / ".coach_checkpoint").is_file(), "no checkpoint in output.tar.gz"
+    run_cell(with_local_session(notebook_cell(in_case, "estimator_eval.fit(")).replace(*edits), namespace)
 
     # Serving: deploy-mxnet-coach.py, the notebook's predictions, then delete.
-    run_cell(notebook_cell("predictor = estimator.deploy("), namespace)
+    run_cell(notebook_cell(in_case, "predictor = estimator.deploy("), namespace)
     predictor = namespace["predictor"]
     try:
         answers = [predictor.predict(np_obs) for np_obs in _observations(namespace)]
         latencies = _latencies(predictor, namespace, count=200)
         if preset == "preset-cartpole-clippedppo":
-            for source in (notebook_cell("[0.0, 0.0, 2.0, 2.0]"), notebook_cell("[0.0, 0.0, -2.0, -2.0]")):
+            for source in (notebook_cell(in_case, "[0.0, 0.0, 2.0, 2.0]"), notebook_cell(in_case, "[0.0, 0.0, -2.0, -2.0]")):
                 run_cell(source, namespace)
                 value, action = namespace["value"], namespace["action"]
                 assert len(value[0]) == 1 and len(action[0]) == 2
@@ -152,7 +154,7 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
             for (q_values,) in answers:
                 assert len(q_values[0]) == 2
     finally:
-        run_cell(notebook_cell("predictor.delete_endpoint()"), namespace)
+        run_cell(notebook_cell(in_case, "predictor.delete_endpoint()"), namespace)
 
     assert job_container_count(docker_engine) == before, "a job or the endpoint left a container behind"
     print(f"\n{preset}: training {train_seconds:.1f} s, evaluations {evaluations}, "

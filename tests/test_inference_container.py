@@ -382,3 +382,48 @@ def _bytes_io(data: bytes = b""):
     import io
 
     return io.BytesIO(data)
+
+
+# -- every policy the training image exports -----------------------------------------------
+
+# The public helper's rewrite, run in the training image as sagemaker_rl's launcher runs it
+# after training (`_save_onnx_model`).
+FIX_ONNX = "from sagemaker_rl.onnx_utils import fix_onnx_model; fix_onnx_model('/opt/ml/model/model.onnx')"
+
+
+@pytest.mark.parametrize("source_dir, preset", [
+    ("presets", "preset-cartpole-dqn"),
+    ("presets", "preset-cartpole-clippedppo"),                    # discrete PPO head
+    ("tests/fixtures/ppo_exports", "preset-pendulum-clippedppo"),  # continuous PPO head
+])
+def test_every_exported_policy_passes_the_public_helper_and_is_served_like_coach(
+    docker_engine, image, rl_examples, training_image_ready, tmp_path, source_dir, preset
+):
+    from emulator.training import train
+
+    REPO = Path(__file__).resolve().parent.parent
+    result = train(preset, steps=400, source_dir=REPO / source_dir, output_dir=tmp_path / "train", build=False,
+                   log=lambda line: None)
+    exported = tmp_path / "exported"
+    with tarfile.open(result.model_data) as tar:
+        tar.extractall(exported, filter="data")
+    helper = rl_examples / "common" / "sagemaker_rl"
+    fixed = docker_engine.containers.run(
+        training_image_ready, ["python3", "-c", FIX_ONNX], remove=True, network_mode="none", working_dir="/opt/ml/code",
+        volumes={str(exported): {"bind": "/opt/ml/model", "mode": "rw"}, str(helper): {"bind": "/opt/ml/code/sagemaker_rl", "mode": "ro"}},
+    ).decode()
+    assert "ONNX correction" in fixed, fixed
+
+    deploy_script = (rl_examples / "rl_cartpole_coach" / "src" / "deploy-mxnet-coach.py").read_text()
+    model_dir = _model_folder(tmp_path, exported, ["model.onnx"], {"deploy.py": deploy_script})
+    environment = {"SAGEMAKER_PROGRAM": "deploy.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    reference = json.loads((exported / "reference-predictions.json").read_text())
+    observations = next(iter(reference["inputs"].values()))
+    with served(docker_engine, image, model_dir, environment) as endpoint:
+        for index, observation in enumerate(observations):
+            answer = endpoint.invoke(json.dumps(observation))
+            assert answer.status_code == 200, answer.text + endpoint.logs()[-2000:]
+            coach = [np.ravel(head[index]) for head in reference["outputs"]]
+            served_heads = [np.ravel(head) for head in answer.json()]
+            assert [h.size for h in served_heads] == [h.size for h in coach], (answer.json(), reference["outputs"])
+            np.testing.assert_allclose(np.concatenate(served_heads), np.concatenate(coach), rtol=0, atol=1e-5)

@@ -19,6 +19,10 @@ OUTPUT_DIR = BASE_DIR / "output"
 OUTPUT_DATA_DIR = OUTPUT_DIR / "data"
 OUTPUT_INTERMEDIATE_DIR = OUTPUT_DIR / "intermediate"
 CHECKPOINT_DIR = OUTPUT_DATA_DIR / "checkpoint"
+# requirements.txt in the code folder is installed before the entry point, as the training
+# toolkit does, from wheels the host resolved into this folder (containers have no network).
+REQUIREMENTS_FILE = "requirements.txt"
+JOB_WHEELHOUSE_DIR = Path("/opt/smrl/job-wheelhouse")
 # SageMaker shows the first lines of this file as the job's FailureReason.
 FAILURE_FILE = OUTPUT_DIR / "failure"
 # The training toolkit's empty marker of a job whose entry point exited 0.

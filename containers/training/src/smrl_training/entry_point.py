@@ -35,6 +35,14 @@ def _write_success() -> None:
         pass
 
 
+def _install_requirements(requirements) -> int:
+    """pip-installs the job's requirements.txt, as the training toolkit does, from the wheels
+    the host resolved (no network here)."""
+    print(f"smrl-training: installing {requirements} from {contract.JOB_WHEELHOUSE_DIR}", flush=True)
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--disable-pip-version-check",
+                           "--find-links", str(contract.JOB_WHEELHOUSE_DIR), "--requirement", str(requirements)]).returncode
+
+
 def _command(env: TrainingEnvironment) -> list[str]:
     if not env.program:
         raise ContractError(
@@ -65,6 +73,12 @@ def main() -> int:
 
     contract.OUTPUT_DATA_DIR.mkdir(parents=True, exist_ok=True)
     contract.MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    requirements = env.code_dir / contract.REQUIREMENTS_FILE
+    if requirements.is_file():
+        status = _install_requirements(requirements)
+        if status != 0:
+            _write_failure(f"pip could not install {requirements} from the job's wheelhouse (exit {status}); see the log above.")
+            return status
     child_env = {**os.environ, **env.sm_variables()}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
     print(f"smrl-training: running {' '.join(command)}", flush=True)
