@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 
 from conftest import job_container_count
@@ -148,7 +149,7 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
             for source in (notebook_cell(in_case, "[0.0, 0.0, 2.0, 2.0]"), notebook_cell(in_case, "[0.0, 0.0, -2.0, -2.0]")):
                 run_cell(source, namespace)
                 value, action = namespace["value"], namespace["action"]
-                assert len(value[0]) == 1 and len(action[0]) == 2
+                assert np.shape(value) == (1,) and np.shape(action) == (1, 2), (value, action)
                 assert abs(sum(action[0]) - 1) < 1e-5, f"action probabilities {action}"
         else:
             for (q_values,) in answers:
@@ -157,9 +158,9 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
         run_cell(notebook_cell(in_case, "predictor.delete_endpoint()"), namespace)
 
     assert job_container_count(docker_engine) == before, "a job or the endpoint left a container behind"
-    print(f"\n{preset}: training {train_seconds:.1f} s, evaluations {evaluations}, "
-          f"{len(gifs)} gifs, predictions {answers}, 200 predictions p50 "
-          f"{statistics.median(latencies) * 1e3:.2f} ms p99 {_p99(latencies) * 1e3:.2f} ms")
+    print(f"\n{preset}: training {train_seconds:.1f} s, {len(evaluations)} evaluation episodes "
+          f"(final {evaluations[-1]}, best {max(evaluations)}), {len(gifs)} gifs, answers {answers}, "
+          f"200 predictions p50 {statistics.median(latencies) * 1e3:.2f} ms p99 {_p99(latencies) * 1e3:.2f} ms")
 
 
 def _observations(namespace) -> list:

@@ -170,3 +170,40 @@ def test_cli_exit_code_and_json_report(docker_engine, training_image_ready, tmp_
     report = json.loads(done.stdout)
     assert report["ok"] is False
     assert {c["name"]: c["status"] for c in report["checks"]}["output path"] == "FAIL"
+
+
+CARTPOLE_JOB = """
+from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
+
+estimator = RLEstimator(
+    entry_point="train-coach.py",
+    source_dir="src",{dependencies}
+    toolkit=RLToolkit.COACH,
+    toolkit_version="0.11.0",
+    framework=RLFramework.MXNET,
+    role="arn:aws:iam::123456789012:role/SageMakerRole",
+    instance_type="ml.m4.4xlarge",
+    instance_count=1,
+    output_path="s3://my-rl-bucket/",
+    hyperparameters={{"RLCOACH_PRESET": "preset-cartpole-clippedppo", "save_model": 1}},
+)
+"""
+
+
+@pytest.mark.parametrize("dependencies", [True, False])
+def test_the_public_examples_launcher_needs_its_dependency_and_the_fix_names_it(
+    docker_engine, training_image_ready, rl_examples, tmp_path, dependencies
+):
+    case = tmp_path / "rl_cartpole_coach"
+    shutil.copytree(rl_examples / "rl_cartpole_coach" / "src", case / "src", copy_function=shutil.copyfile)
+    shutil.copytree(rl_examples / "common", case / "common", copy_function=shutil.copyfile)
+    job = case / "job.py"
+    job.write_text(CARTPOLE_JOB.format(dependencies='\n    dependencies=["common/sagemaker_rl"],' if dependencies else ""))
+    checks = _run(jobspec.load(job), static_only=True)
+    imports = checks["entry point imports"]
+    if dependencies:
+        assert imports.status == "PASS", imports.message
+    else:
+        assert imports.status == "FAIL"
+        assert "No module named 'sagemaker_rl'" in imports.message
+        assert imports.fix.startswith("add it to the estimator: dependencies=['common/sagemaker_rl']")

@@ -212,7 +212,8 @@ SCRIPT_ENDING_WITH_AN_ENDPOINT_UP = """
 import sys, time, emulator
 from sagemaker.mxnet import MXNetModel
 model = MXNetModel(model_data=sys.argv[1], role="any-string", framework_version="1.3", py_version="py3",
-                   entry_point=sys.argv[2], sagemaker_session=emulator.local_session(work_dir=sys.argv[3]))
+                   entry_point="inference.py", source_dir=sys.argv[2],
+                   sagemaker_session=emulator.local_session(work_dir=sys.argv[3]))
 predictor = model.deploy(initial_instance_count=1, instance_type="local")
 print("ANSWER", predictor.predict([0.0, 0.1, 0.0, -0.1]), flush=True)
 print("ENDING", time.monotonic(), flush=True)
@@ -227,7 +228,7 @@ def test_a_script_that_ends_with_an_endpoint_up_exits_0_and_removes_it(
     inference.parent.mkdir()
     inference.write_text("")  # the default handlers; the SDK wants an entry point for MXNetModel
     process = subprocess.run(
-        [sys.executable, "-c", SCRIPT_ENDING_WITH_AN_ENDPOINT_UP, dqn_run.model_data.as_uri(), str(inference),
+        [sys.executable, "-c", SCRIPT_ENDING_WITH_AN_ENDPOINT_UP, dqn_run.model_data.as_uri(), str(inference.parent),
          str(tmp_path / "work")],
         capture_output=True, text=True, timeout=180, cwd=REPO,
     )

@@ -1,15 +1,15 @@
-"""Reads what SageMaker handed the container and exposes it as SM_* variables.
-
-The names follow the sagemaker-training toolkit, which user scripts read
-(`os.environ["SM_MODEL_DIR"]`, `SM_CHANNEL_TRAINING`, `SM_HPS`, ...).
+"""Reads what SageMaker handed the container: the entry point, its arguments, and the SM_*
+variables user scripts read (`os.environ["SM_MODEL_DIR"]`, `SM_CHANNEL_TRAINING`, `SM_HPS`, ...),
+the latter from the sagemaker-training toolkit itself.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sagemaker_training import environment as toolkit_environment
 
 from smrl_training import contract
 
@@ -35,8 +35,6 @@ class TrainingEnvironment:
     """One training job as seen from inside the container."""
 
     hyperparameters: dict[str, Any]
-    resource_config: dict[str, Any]
-    input_data_config: dict[str, Any]
     reserved: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -44,12 +42,7 @@ class TrainingEnvironment:
         raw = {k: _decode(v) for k, v in _read_json(contract.HYPERPARAMETERS_FILE, {}).items()}
         user = {k: v for k, v in raw.items() if not k.startswith(contract.RESERVED_PARAM_PREFIX)}
         reserved = {k: v for k, v in raw.items() if k.startswith(contract.RESERVED_PARAM_PREFIX)}
-        return cls(
-            hyperparameters=user,
-            resource_config=_read_json(contract.RESOURCE_CONFIG_FILE, {}),
-            input_data_config=_read_json(contract.INPUT_DATA_CONFIG_FILE, {}),
-            reserved=reserved,
-        )
+        return cls(hyperparameters=user, reserved=reserved)
 
     @property
     def program(self) -> str | None:
@@ -64,14 +57,6 @@ class TrainingEnvironment:
             return Path(submitted)
         return contract.CODE_DIR
 
-    @property
-    def hosts(self) -> list[str]:
-        return self.resource_config.get("hosts", ["algo-1"])
-
-    @property
-    def current_host(self) -> str:
-        return self.resource_config.get("current_host", self.hosts[0])
-
     def user_args(self) -> list[str]:
         """Hyperparameters as `--name value` pairs, the way SageMaker passes them to scripts."""
         args: list[str] = []
@@ -81,33 +66,6 @@ class TrainingEnvironment:
         return args
 
     def sm_variables(self) -> dict[str, str]:
-        channels = sorted(self.input_data_config)
-        env = {
-            "SM_MODEL_DIR": str(contract.MODEL_DIR),
-            "SM_INPUT_DIR": str(contract.INPUT_DIR),
-            "SM_INPUT_CONFIG_DIR": str(contract.INPUT_CONFIG_DIR),
-            "SM_OUTPUT_DIR": str(contract.OUTPUT_DIR),
-            "SM_OUTPUT_DATA_DIR": str(contract.OUTPUT_DATA_DIR),
-            "SM_OUTPUT_INTERMEDIATE_DIR": str(contract.OUTPUT_INTERMEDIATE_DIR),
-            "SM_MODULE_DIR": str(self.code_dir),
-            "SM_USER_ENTRY_POINT": self.program or "",
-            "SM_HOSTS": json.dumps(self.hosts),
-            "SM_CURRENT_HOST": self.current_host,
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_NUM_GPUS": str(_count_gpus()),
-            "SM_CHANNELS": json.dumps(channels),
-            "SM_HPS": json.dumps(self.hyperparameters),
-            "SM_USER_ARGS": json.dumps(self.user_args()),
-            "SM_RESOURCE_CONFIG": json.dumps(self.resource_config),
-            "SM_INPUT_DATA_CONFIG": json.dumps(self.input_data_config),
-        }
-        for channel in channels:
-            env[f"SM_CHANNEL_{channel.upper()}"] = str(contract.INPUT_DATA_DIR / channel)
-        for name, value in self.hyperparameters.items():
-            env[f"SM_HP_{name.upper()}"] = json.dumps(value) if not isinstance(value, str) else value
-        return env
-
-
-def _count_gpus() -> int:
-    devices = Path("/proc/driver/nvidia/gpus")
-    return len(list(devices.iterdir())) if devices.is_dir() else 0
+        """The SM_* variables, computed by the sagemaker-training toolkit itself (which reads
+        the same /opt/ml files), so that entry points see exactly what the cloud's toolkit gives."""
+        return toolkit_environment.Environment().to_env_vars()
