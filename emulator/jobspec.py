@@ -35,6 +35,9 @@ class JobSpec:
     estimator: dict[str, Any]
     fit: dict[str, Any] = field(default_factory=dict)
     deploy: dict[str, Any] = field(default_factory=dict)
+    # Whether a Python job file deleted the endpoint it deployed (None: nothing deployed, or
+    # a YAML/TOML job, which describes no script).
+    endpoint_deleted: bool | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -108,6 +111,7 @@ class _Recorder:
         self.kwargs = kwargs
         self.fit_kwargs: dict[str, Any] = {}
         self.deploy_kwargs: dict[str, Any] = {}
+        self.predictor: _RecordedPredictor | None = None
         _Recorder.captured.append(self)
 
     def fit(self, inputs: Any = None, **kwargs: Any) -> None:
@@ -116,7 +120,8 @@ class _Recorder:
     def deploy(self, *args: Any, **kwargs: Any) -> "_RecordedPredictor":
         names = ("initial_instance_count", "instance_type")
         self.deploy_kwargs = {**dict(zip(names, args)), **kwargs}
-        return _RecordedPredictor()
+        self.predictor = _RecordedPredictor()
+        return self.predictor
 
     @classmethod
     def default_metric_definitions(cls, toolkit: Any) -> list[dict[str, str]]:
@@ -124,11 +129,14 @@ class _Recorder:
 
 
 class _RecordedPredictor:
+    def __init__(self) -> None:
+        self.deleted = False
+
     def predict(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def delete_endpoint(self, *args: Any, **kwargs: Any) -> None:
-        return None
+        self.deleted = True
 
 
 @contextlib.contextmanager
@@ -160,4 +168,5 @@ def _from_python(path: Path) -> JobSpec:
         raise JobSpecError(f"{path.name} built no RLEstimator. A job file builds `RLEstimator(...)` "
                            "(from sagemaker.rl) at module level or under `if __name__ == '__main__':`.")
     recorder = captured[-1]
-    return JobSpec(path, recorder.kwargs, recorder.fit_kwargs, recorder.deploy_kwargs)
+    deleted = recorder.predictor.deleted if recorder.predictor else None
+    return JobSpec(path, recorder.kwargs, recorder.fit_kwargs, recorder.deploy_kwargs, deleted)

@@ -154,6 +154,16 @@ def check_dependencies(spec: JobSpec) -> Check:
     return Check("dependencies", PASS, f"{len(dependencies)} listed, all present")
 
 
+def check_endpoint_cleanup(spec: JobSpec) -> Check:
+    if spec.endpoint_deleted is None:
+        return Check("endpoint clean-up", SKIP, "the job deploys no endpoint from a script")
+    if spec.endpoint_deleted:
+        return Check("endpoint clean-up", PASS, "the script deletes the endpoint it deploys")
+    return Check("endpoint clean-up", WARN, "the script ends with its endpoint up: on SageMaker it keeps running "
+                 "(and billing) after the script ends; locally the emulator removes it at exit",
+                 "call predictor.delete_endpoint() when the script is done with it")
+
+
 def check_hyperparameters(spec: JobSpec) -> Check:
     hyperparameters = spec.hyperparameters
     problems = []
@@ -318,7 +328,8 @@ def run(spec: JobSpec, *, steps: int = DEFAULT_SMOKE_STEPS, static_only: bool = 
     client = require_engine()
     gpu_available = has_nvidia_runtime(client) and bool(client.images.list(name=training_image("gpu")))
     for check in (check_toolkit(spec), check_instance_type(spec, gpu_available), check_code(spec),
-                  check_dependencies(spec), check_hyperparameters(spec), check_role(spec), check_output_path(spec)):
+                  check_dependencies(spec), check_hyperparameters(spec), check_role(spec), check_output_path(spec),
+                  check_endpoint_cleanup(spec)):
         report.add(check, log)
     blocking = {c.name for c in report.checks if c.status == FAIL} & {"toolkit/framework", "entry point", "dependencies"}
     if blocking:

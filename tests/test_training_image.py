@@ -29,6 +29,8 @@ def test_a_job_renders_gym_envs_under_the_virtual_display_of_train(docker_engine
     config = tmp_path / "config"
     config.mkdir()
     (config / "hyperparameters.json").write_text(json.dumps({"sagemaker_program": '"render.py"'}))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text("{}")
     output = tmp_path / "output"
     log = run_in_image(docker_engine, training_image_ready, ["train"], volumes={
         str(code): {"bind": "/opt/ml/code", "mode": "ro"},

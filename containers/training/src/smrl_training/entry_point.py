@@ -65,6 +65,7 @@ def main() -> int:
     try:
         env = TrainingEnvironment.from_files()
         command = _command(env)
+        variables = env.sm_variables()  # reads resourceconfig.json & co., which SageMaker always writes
     except (ContractError, ValueError, OSError) as error:
         message = f"{type(error).__name__}: {error}"
         print(message, file=sys.stderr, flush=True)
@@ -79,7 +80,7 @@ def main() -> int:
         if status != 0:
             _write_failure(f"pip could not install {requirements} from the job's wheelhouse (exit {status}); see the log above.")
             return status
-    child_env = {**os.environ, **env.sm_variables()}
+    child_env = {**os.environ, **variables}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
     print(f"smrl-training: running {' '.join(command)}", flush=True)
     try:
