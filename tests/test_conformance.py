@@ -128,8 +128,11 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
     gifs = _files(output, "*.gif")
     assert gifs, f"dump_gifs is on in {preset}, and no gif landed under {output}"
     # The SDK streams the job's log to stdout; its own Coach metric definitions read it.
-    evaluations = parse_metrics(capfd.readouterr().out)["reward-testing"]
+    log = capfd.readouterr().out
+    evaluations = parse_metrics(log)["reward-testing"]
     assert evaluations, "no evaluation reward in the job's log"
+    assert "Coach fast path: on" in log, "the job's log does not say which Coach ran"
+    assert "ONNX correction" in log, "sagemaker_rl's export step (fix_onnx_model) did not run"
 
     # Evaluation: the notebook's evaluation job, restoring the checkpoint of training.
     extracted = tmp_path / "extracted"
@@ -138,6 +141,10 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
     namespace["checkpoint_path"] = (extracted / "data" / "checkpoint").as_uri()
     assert (extracted / "data" / "checkpoint" / ".coach_checkpoint").is_file(), "no checkpoint in output.tar.gz"
     run_cell(with_local_session(notebook_cell(in_case, "estimator_eval.fit(")).replace(*edits), namespace)
+    evaluation_log = capfd.readouterr().out
+    assert "Loading checkpoint: /opt/ml/input/data/checkpoint/" in evaluation_log
+    evaluation_rewards = parse_metrics(evaluation_log)["reward-testing"]
+    assert evaluation_rewards, "the evaluation job logged no evaluation episode"
 
     # Serving: deploy-mxnet-coach.py, the notebook's predictions, then delete.
     run_cell(notebook_cell(in_case, "predictor = estimator.deploy("), namespace)
@@ -159,7 +166,8 @@ def test_cartpole_notebook_trains_evaluates_and_serves_unchanged(in_case, tmp_pa
 
     assert job_container_count(docker_engine) == before, "a job or the endpoint left a container behind"
     print(f"\n{preset}: training {train_seconds:.1f} s, {len(evaluations)} evaluation episodes "
-          f"(final {evaluations[-1]}, best {max(evaluations)}), {len(gifs)} gifs, answers {answers}, "
+          f"(final {evaluations[-1]}, best {max(evaluations)}), {len(gifs)} gifs; evaluation job: "
+          f"{len(evaluation_rewards)} episodes, mean {statistics.fmean(evaluation_rewards):.1f}; answers {answers}, "
           f"200 predictions p50 {statistics.median(latencies) * 1e3:.2f} ms p99 {_p99(latencies) * 1e3:.2f} ms")
 
 
