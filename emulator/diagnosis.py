@@ -42,7 +42,7 @@ KNOWN_CAUSES = (
         f"{REBUILD_TRAINING}; its Coach exports the policy head first (patch 08)",
     ),
     KnownCause(
-        re.compile(r"Flatten operator only supports axis=1|squeeze\(\) takes|Squeeze.*axes|Reshape.*shape"),
+        re.compile(r"Flatten operator only supports axis=1|onnx2mx.*[Ss]queeze"),
         "MXNet 1.9's ONNX importer cannot read this export's opset-13 Flatten, Reshape or Squeeze nodes",
         f"{REBUILD_INFERENCE}; its importer rewrites them (smrl_serving.onnx_compat)",
     ),

@@ -98,3 +98,7 @@ def test_an_onnx_model_the_importer_rejects_names_the_inference_image():
 
 def test_an_unknown_failure_has_no_diagnosis():
     assert diagnose("ValueError: the environment returned NaN") is None
+
+
+def test_a_training_shape_error_is_not_taken_for_an_onnx_import_failure():
+    assert diagnose("MXNetError: Check failed: Reshape: target shape size is 6, input shape size is 4") is None
