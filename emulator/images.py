@@ -69,6 +69,10 @@ class ImageSpec:
     def context(self) -> Path:
         return CONTAINERS_DIR / self.kind
 
+    def lock_file(self, variant: str) -> Path:
+        """Every Python package of the image for `variant`, pinned."""
+        return self.context / f"requirements-{variant}.lock"
+
     def tag(self, variant: str) -> str:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown image variant {variant!r}: use one of {VARIANTS}.")
@@ -263,7 +267,7 @@ def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = F
         _tag_for_sdk(client, image, region, log)
         return BuildResult(image, False, base, time.monotonic() - started)
 
-    wheelhouse = ensure_wheelhouse(spec.context / f"requirements-{variant}.lock", log)
+    wheelhouse = ensure_wheelhouse(spec.lock_file(variant), log)
     log(f"{image}: building from {spec.context.relative_to(PROJECT_ROOT)} on {base}")
     context = _context_archive(spec.context, variant, wheelhouse)
     try:

@@ -246,7 +246,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                     kwargs.get("HyperParameters", {}), session.code_to_stage.pop(TrainingJobName, None), staged
                 )
                 if (staged / REQUIREMENTS_FILE).is_file():
-                    lock = IMAGES["training"].context / f"requirements-{'gpu' if instance_type == 'local_gpu' else 'cpu'}.lock"
+                    lock = IMAGES["training"].lock_file("gpu" if instance_type == "local_gpu" else "cpu")
                     container.wheelhouse = requirements_wheelhouse(
                         staged / REQUIREMENTS_FILE, lock, Path(session.work_dir, "requirements-wheelhouse")
                     )

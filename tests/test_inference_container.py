@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import REPO
 from emulator.images import build_image, inference_image
 
 pytestmark = pytest.mark.integration
@@ -401,7 +402,6 @@ def test_every_exported_policy_passes_the_public_helper_and_is_served_like_coach
 ):
     from emulator.training import train
 
-    REPO = Path(__file__).resolve().parent.parent
     result = train(preset, steps=400, source_dir=REPO / source_dir, output_dir=tmp_path / "train", build=False,
                    log=lambda line: None)
     exported = tmp_path / "exported"
