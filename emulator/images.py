@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 import docker
 import docker.errors
 
+from emulator import contract
 from emulator.engine import require_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,8 @@ CORE_BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates
 TRAINING_SYSTEM_PACKAGES_FILE = CONTAINERS_DIR / "training" / "system-packages.txt"
 DEBIAN_MIRROR = os.environ.get("SMRL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 INPUTS_HASH_LABEL = "org.smrl.inputs-hash"
+# Both Dockerfiles install src/ on the images' Python path.
+CONTRACT_IN_CONTEXT = "src/smrl_contract.py"
 # The lock marks packages that have no wheel on PyPI; they are built from their sdists.
 SDIST_MARKER = "# build-from-sdist"
 # Old sdists (rl-coach's `python_requires=">=3.5.*"`) need a setuptools from before 67.
@@ -235,19 +238,24 @@ def _sdist_builder(log: Log) -> Path:
 def inputs_hash(context: Path, variant: str, base_image_id: str) -> str:
     """Hash of everything the image is built from, except the wheelhouse (it follows the lock)."""
     digest = hashlib.sha256(f"{variant}\n{base_image_id}\n".encode())
-    for path in sorted(_context_files(context, variant)):
-        digest.update(str(path.relative_to(context)).encode() + b"\0")
+    for name, path in sorted(context_files(context, variant).items()):
+        digest.update(name.encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def _context_files(context: Path, variant: str) -> Iterable[Path]:
+def context_files(context: Path, variant: str) -> dict[str, Path]:
+    """The build context of an image: its folder's files by name in the context, plus the
+    shared contract module (this package's contract.py) as src/smrl_contract.py."""
+    files = {}
     for path in context.rglob("*"):
         if not path.is_file() or "__pycache__" in path.parts:
             continue
         if path.name.startswith("requirements-") and path.name != f"requirements-{variant}.lock":
             continue
-        yield path
+        files[str(path.relative_to(context))] = path
+    files[CONTRACT_IN_CONTEXT] = Path(contract.__file__)
+    return files
 
 
 def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = False,
@@ -289,8 +297,8 @@ def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = F
 def _context_archive(context: Path, variant: str, wheelhouse: Path) -> io.BufferedRandom:
     archive = tempfile.TemporaryFile(dir=_cache_dir("tmp"))
     with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=1) as tar:
-        for path in _context_files(context, variant):
-            tar.add(path, arcname=str(path.relative_to(context)))
+        for name, path in context_files(context, variant).items():
+            tar.add(path, arcname=name)
         for wheel in sorted(wheelhouse.glob("*.whl")):
             tar.add(wheel, arcname=f"wheelhouse/{wheel.name}")
     archive.seek(0)

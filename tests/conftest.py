@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from emulator import contract
+
 REPO = Path(__file__).resolve().parent.parent
+# Unit tests import the images' pure modules on the host: their source folders go on the
+# path, and `smrl_contract` (the build copies emulator/contract.py into both images under
+# that name) is the host's module itself.
+sys.path[:0] = [str(REPO / "containers" / "training" / "src"), str(REPO / "containers" / "inference" / "src")]
+sys.modules.setdefault("smrl_contract", contract)
 # Public SageMaker RL code kept byte for byte (see its README); SMRL_CONFORMANCE_DIR moves it.
 CONFORMANCE_DIR = Path(os.environ.get("SMRL_CONFORMANCE_DIR") or REPO.parent / "shared" / "conformance")
 RL_EXAMPLES = CONFORMANCE_DIR / "amazon-sagemaker-examples" / "reinforcement_learning"

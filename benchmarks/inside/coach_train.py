@@ -124,7 +124,7 @@ def main() -> None:
     if args.seed is not None:
         sys.argv += ["--seed", str(args.seed)]
     os.environ.setdefault("TRAINING_JOB_NAME", "smrl-bench")
-    from smrl_training import contract
+    import smrl_contract as contract
 
     # A job gets these folders from the platform (SageMaker, or local mode's mounts).
     for folder in (contract.OUTPUT_DATA_DIR, contract.OUTPUT_INTERMEDIATE_DIR, contract.MODEL_DIR):

@@ -2,7 +2,8 @@
 
 One job per module:
 
-* `contract`    - paths, environment variables and limits SageMaker defines;
+* `smrl_contract` (shared with the host and the training image) - paths, environment
+  variables and limits SageMaker defines;
 * `errors`      - exceptions that carry the HTTP status a client should see;
 * `codecs`      - media types, Accept negotiation, request decoding and response encoding;
 * `model`       - the default `model_fn`: an exported MXNet symbol + params, else ONNX;

@@ -19,9 +19,10 @@ import threading
 import time
 from contextlib import contextmanager
 
-from smrl_serving import contract
+import smrl_contract as contract
+
 from smrl_serving.errors import InferenceError, InferenceTimeout, ModelNotLoaded, PayloadTooLarge
-from smrl_serving.handlers import Transformer, import_user_module
+from smrl_serving.handlers import MODEL_DIR, Transformer, import_user_module
 
 log = logging.getLogger("smrl_serving")
 
@@ -38,7 +39,7 @@ class Service:
         started = time.monotonic()
         try:
             module = import_user_module(environ)
-            self.transformer = Transformer(contract.MODEL_DIR, module,
+            self.transformer = Transformer(MODEL_DIR, module,
                                            environ.get(contract.DEFAULT_ACCEPT_ENV) or contract.JSON)
         except BaseException as error:
             if isinstance(error, KeyboardInterrupt):

@@ -22,7 +22,8 @@ import json
 
 import numpy as np
 
-from smrl_serving.contract import CSV, JSON, NPY
+from smrl_contract import CSV, JSON, NPY
+
 from smrl_serving.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 
 DECODABLE = (JSON, CSV, NPY)

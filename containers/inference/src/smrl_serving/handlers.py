@@ -28,11 +28,17 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from smrl_serving import codecs, contract
+import smrl_contract as contract
+
+from smrl_serving import codecs
 from smrl_serving.errors import BadRequest
 from smrl_serving.model import Signature, load_model, read_signature
 
 log = logging.getLogger(__name__)
+
+# SageMaker may mount the model elsewhere and say so in SM_MODEL_DIR.
+MODEL_DIR = Path(os.environ.get(contract.MODEL_DIR_ENV) or contract.MODEL_DIR)
+DEFAULT_CODE_DIR = MODEL_DIR / contract.SERVING_CODE_SUBDIR
 
 HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 
@@ -40,7 +46,7 @@ HANDLER_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_f
 def find_code_dir(submit_directory: str | None) -> Path:
     """The folder holding the user's module: SAGEMAKER_SUBMIT_DIRECTORY, else /opt/ml/model/code."""
     if not submit_directory:
-        return contract.DEFAULT_CODE_DIR
+        return DEFAULT_CODE_DIR
     parsed = urlparse(submit_directory)
     if parsed.scheme in ("", "file"):
         path = Path(parsed.path if parsed.scheme else submit_directory)
@@ -56,8 +62,8 @@ def find_code_dir(submit_directory: str | None) -> Path:
         return path
     # s3:// and friends are out of reach offline; the SDK also repacks code into model/code.
     log.warning("%s=%s cannot be fetched offline; looking in %s", contract.SUBMIT_DIR_ENV,
-                submit_directory, contract.DEFAULT_CODE_DIR)
-    return contract.DEFAULT_CODE_DIR
+                submit_directory, DEFAULT_CODE_DIR)
+    return DEFAULT_CODE_DIR
 
 
 def import_user_module(environ=os.environ) -> ModuleType | None:

@@ -16,7 +16,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smrl_serving import contract
+import smrl_contract as contract
+
 
 log = logging.getLogger(__name__)
 # SymbolBlock.imports warns that it cannot infer the input's dtype; float32 is what we feed.

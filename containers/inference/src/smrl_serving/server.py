@@ -19,7 +19,8 @@ import logging
 import os
 import sys
 
-from smrl_serving import contract
+import smrl_contract as contract
+
 
 # uvicorn's "keep idle connections" time: clients of an endpoint reuse connections.
 KEEP_ALIVE_SECONDS = 60
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    port = int(os.environ.get(contract.BIND_TO_PORT_ENV) or contract.DEFAULT_PORT)
+    port = int(os.environ.get(contract.BIND_TO_PORT_ENV) or contract.SERVING_PORT)
     workers = worker_count()
     level = log_level()
     logging.config.dictConfig(log_config(level))

@@ -35,7 +35,8 @@ from smrl_coach import model_export
 from smrl_coach.errors import LauncherError
 from smrl_coach.overrides import PREFIX as OVERRIDE_PREFIX
 from smrl_coach.overrides import Override
-from smrl_training import contract
+import smrl_contract as contract
+
 
 CHECKPOINT_SAVE_SECS = 60
 

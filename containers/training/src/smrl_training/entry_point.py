@@ -11,7 +11,8 @@ import subprocess
 import sys
 import traceback
 
-from smrl_training import contract
+import smrl_contract as contract
+
 from smrl_training.environment import TrainingEnvironment
 
 

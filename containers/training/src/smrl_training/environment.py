@@ -11,7 +11,8 @@ from typing import Any
 
 from sagemaker_training import environment as toolkit_environment
 
-from smrl_training import contract
+import smrl_contract as contract
+
 
 
 def _read_json(path: Path, default: Any) -> Any:
