@@ -14,7 +14,7 @@ A user entry point is usually three lines::
 Hyperparameters arrive as `--name value` pairs (the SageMaker training contract):
 `RLCOACH_PRESET` (a .py file next to the entry point that defines `graph_manager`),
 `save_model` (1: export the policy to /opt/ml/model), `seed`, and any number of
-`rl.<field.path>[:TypeName]` overrides of the preset (see `smrl_coach.overrides`).
+`rl.<field.path>[:TypeName]` overrides of the preset (see `smrl_coach.override_parsing`).
 """
 from __future__ import annotations
 
@@ -31,12 +31,11 @@ from rl_coach.base_parameters import Frameworks
 from rl_coach.coach import CoachLauncher
 from rl_coach.logger import screen
 
-from smrl_coach import model_export
-from smrl_coach.errors import LauncherError
-from smrl_coach.overrides import PREFIX as OVERRIDE_PREFIX
-from smrl_coach.overrides import Override
 import smrl_contract as contract
-
+from smrl_coach import model_export, overrides
+from smrl_coach.errors import LauncherError
+from smrl_coach.overrides import Override
+from smrl_training.outcome import write_failure
 
 CHECKPOINT_SAVE_SECS = 60
 
@@ -57,30 +56,34 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
     def default_preset_name(self) -> str:
         """The preset used when the job sets no RLCOACH_PRESET hyperparameter."""
         raise PresetError(
-            "No preset: set the hyperparameter RLCOACH_PRESET (e.g. 'preset-cartpole-dqn'), "
+            f"No preset: set the hyperparameter {contract.COACH_PRESET_PARAM} (e.g. 'preset-cartpole-dqn'), "
             "or override default_preset_name() in your launcher subclass."
         )
 
     def map_hyperparameter(self, name: str, value: str) -> None:
         """Handles one hyperparameter that is not a launcher option. Default: `rl.*` overrides."""
-        if name.startswith(OVERRIDE_PREFIX):
+        if name.startswith(contract.COACH_OVERRIDE_PREFIX):
             self.overrides.append(Override.parse(name, value))
         else:
             raise LauncherError(
-                f"Unknown hyperparameter {name!r}. This launcher takes RLCOACH_PRESET, save_model, seed "
-                f"and rl.<field> overrides; handle others by overriding map_hyperparameter()."
+                f"Unknown hyperparameter {name!r}. This launcher takes {contract.COACH_PRESET_PARAM}, "
+                f"{contract.SAVE_MODEL_PARAM}, seed and {contract.COACH_OVERRIDE_PREFIX}<field> overrides; "
+                "handle others by overriding map_hyperparameter()."
             )
 
     # -- SageMaker side ------------------------------------------------------------
     def sagemaker_argparser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--RLCOACH_PRESET", "--rlcoach_preset", dest="RLCOACH_PRESET", default=None)
-        parser.add_argument("--save_model", type=int, default=0)
+        preset = contract.COACH_PRESET_PARAM
+        parser.add_argument(f"--{preset}", f"--{preset.lower()}", dest="preset", default=None)
+        parser.add_argument(f"--{contract.SAVE_MODEL_PARAM}", dest="save_model", type=int, default=0)
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("-n", "--num_workers", type=int, default=1)
         return parser
 
-    def get_config_args(self, parser: argparse.ArgumentParser, arguments: list[str] | None = None) -> argparse.Namespace:
+    def get_config_args(
+        self, parser: argparse.ArgumentParser, arguments: list[str] | None = None
+    ) -> argparse.Namespace:
         args = parser.parse_args([])  # Coach's defaults for every option it reads later
         sage_args, rest = self.sagemaker_argparser().parse_known_args(arguments)
         if len(rest) % 2:
@@ -94,7 +97,7 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
         screen.set_use_colors(False)
         backend = os.environ.get("COACH_BACKEND", "mxnet")
         args.framework = Frameworks[backend]
-        args.preset = sage_args.RLCOACH_PRESET or self.default_preset_name()
+        args.preset = sage_args.preset or self.default_preset_name()
         args.seed = sage_args.seed
         args.num_workers = sage_args.num_workers
         args.experiment_name = os.environ.get("TRAINING_JOB_NAME", "sagemaker-experiment")
@@ -117,7 +120,7 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
     def get_graph_manager_from_args(self, args: argparse.Namespace) -> Any:
         graph_manager = self.load_preset(args.preset)
         for override in self.overrides:
-            print(f"Applying RL hyperparameter {override.apply(graph_manager)}", flush=True)
+            print(f"Applying RL hyperparameter {overrides.apply(override, graph_manager)}", flush=True)
         for agent_params in _agent_params(graph_manager):
             for network in agent_params.network_wrappers.values():
                 network.framework = args.framework
@@ -152,12 +155,9 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
                 for path in launcher.save_policy():
                     print(f"Saved model file {path}", flush=True)
         except LauncherError as error:
-            message = f"smrl-coach error: {error}"
+            message = f"{contract.COACH_ERROR_PREFIX}{error}"
             print(message, file=sys.stderr, flush=True)
-            try:
-                contract.FAILURE_FILE.write_text(message)
-            except OSError:
-                pass
+            write_failure(message)
             sys.exit(1)
 
 
@@ -168,7 +168,8 @@ def load_preset(directory: Path, name: str) -> Any:
         available = sorted(p.stem for p in directory.glob("*.py") if "preset" in p.stem.lower())
         raise PresetError(
             f"Preset {name!r} not found: no file {path.name} in {path.parent}. "
-            f"Presets there: {', '.join(available) or '(none)'}. Fix RLCOACH_PRESET or add the file to source_dir."
+            f"Presets there: {', '.join(available) or '(none)'}. "
+            f"Fix {contract.COACH_PRESET_PARAM} or add the file to source_dir."
         )
     spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
     module = importlib.util.module_from_spec(spec)

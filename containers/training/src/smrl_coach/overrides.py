@@ -1,128 +1,24 @@
-"""`rl.<dotted.path>[:TypeName]` hyperparameters that override fields of a Coach preset.
+"""`rl.<dotted.path>[:TypeName]` overrides of a Coach preset, bound to Coach's step types.
 
-Example: `rl.agent_params.algorithm.discount=0.95`,
-`rl.improve_steps:TrainingSteps=5000`, `rl.agent_params.network_wrappers.main.learning_rate=0.001`.
-A field that does not exist is an error (a typo must not be silently ignored), and so is
-a type suffix that is not one of Coach's step types.
+Parsing, checking and the field walk live in `smrl_coach.override_parsing` (no Coach
+import, unit-tested on the host); this module gives them `rl_coach.core_types`.
 """
 from __future__ import annotations
 
-import difflib
-import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from rl_coach import core_types
 
-from smrl_coach.errors import LauncherError
+from smrl_coach.override_parsing import PREFIX, STEP_TYPE_NAMES, Override, OverrideError, StepTypes
 
-PREFIX = "rl."
-# Only these Coach types may be built from a hyperparameter; never an arbitrary name.
-STEP_TYPES = {
-    name: getattr(core_types, name)
-    for name in ("EnvironmentSteps", "EnvironmentEpisodes", "TrainingSteps", "Frames", "Time")
-}
-_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+__all__ = ["COACH_STEP_TYPES", "PREFIX", "Override", "OverrideError", "apply"]
 
-
-class OverrideError(LauncherError):
-    """An `rl.*` hyperparameter that cannot be applied to the preset."""
+COACH_STEP_TYPES = StepTypes(
+    base=core_types.StepMethod,
+    by_name={name: getattr(core_types, name) for name in STEP_TYPE_NAMES},
+)
 
 
-@dataclass(frozen=True)
-class Override:
-    name: str
-    path: tuple[str, ...]
-    type_name: str | None
-    raw_value: Any
-
-    @classmethod
-    def parse(cls, name: str, raw_value: Any) -> "Override":
-        if not name.startswith(PREFIX):
-            raise OverrideError(f"Hyperparameter {name!r} is not an override: overrides start with {PREFIX!r}.")
-        dotted, sep, type_name = name[len(PREFIX):].partition(":")
-        if sep and type_name not in STEP_TYPES:
-            raise OverrideError(
-                f"Hyperparameter {name!r}: unknown type suffix ':{type_name}'. "
-                f"Use one of {', '.join(':' + t for t in STEP_TYPES)}, or no suffix."
-            )
-        path = tuple(dotted.split("."))
-        bad = [part for part in path if not _FIELD.match(part) or part.startswith("__")]
-        if bad:
-            raise OverrideError(
-                f"Hyperparameter {name!r}: {bad[0]!r} is not a field name. "
-                "Write rl.<field>.<field>..., e.g. rl.agent_params.algorithm.discount."
-            )
-        return cls(name=name, path=path, type_name=type_name or None, raw_value=raw_value)
-
-    def apply(self, graph_manager: Any) -> str:
-        """Sets the field on `graph_manager`; returns a line saying what changed."""
-        parent = graph_manager
-        for depth, part in enumerate(self.path[:-1]):
-            parent = _child(parent, part, self.name, self.path[: depth + 1])
-        field = self.path[-1]
-        old = _child(parent, field, self.name, self.path)
-        new = _convert(_autotype(self.raw_value), old, self.type_name, self.name)
-        if isinstance(parent, dict):
-            parent[field] = new
-        else:
-            setattr(parent, field, new)
-        return f"{self.name} = {_describe(new)} (preset had {_describe(old)})"
-
-
-def _fields(obj: Any) -> list[str]:
-    if isinstance(obj, dict):
-        return [str(k) for k in obj]
-    return sorted(k for k in vars(obj) if not k.startswith("_")) if hasattr(obj, "__dict__") else []
-
-
-def _child(obj: Any, part: str, name: str, path: tuple[str, ...]) -> Any:
-    if isinstance(obj, dict) and part in obj:
-        return obj[part]
-    if not isinstance(obj, dict) and hasattr(obj, "__dict__") and part in vars(obj):
-        return vars(obj)[part]
-    known = _fields(obj)
-    close = difflib.get_close_matches(part, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    where = ".".join(path[:-1]) or "the preset's graph manager"
-    raise OverrideError(
-        f"Hyperparameter {name!r}: {type(obj).__name__} at {where} has no field {part!r}.{hint} "
-        f"Its fields: {', '.join(known[:30]) or '(none)'}."
-    )
-
-
-def _autotype(value: Any) -> Any:
-    """Hyperparameters arrive as text on the command line; give them back their JSON type."""
-    if not isinstance(value, str):
-        return value
-    lowered = value.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _convert(value: Any, old: Any, type_name: str | None, name: str) -> Any:
-    if type_name:
-        return STEP_TYPES[type_name](_int_steps(value, name))
-    # A step budget overridden by a plain number keeps the preset's step type.
-    if isinstance(old, core_types.StepMethod):
-        return type(old)(_int_steps(value, name))
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _int_steps(value: Any, name: str) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OverrideError(f"Hyperparameter {name!r}: a step count must be a number, got {value!r}.")
-    return int(value) if float(value).is_integer() else value
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, core_types.StepMethod):
-        return f"{type(value).__name__}({value.num_steps})"
-    return repr(value)
+def apply(override: Override, graph_manager: Any) -> str:
+    """Sets the overridden field of the preset's `graph_manager`; returns a line saying what changed."""
+    return override.apply(graph_manager, COACH_STEP_TYPES)

@@ -2,7 +2,8 @@
 
 Exit status is the script's; on success /opt/ml/output/success is written, as the
 SageMaker training toolkit does. When the contract itself is broken (no entry point, a
-missing file) the reason goes to /opt/ml/output/failure, as on SageMaker.
+missing file) the reason goes to /opt/ml/output/failure, as on SageMaker (both through
+`smrl_training.outcome`).
 """
 from __future__ import annotations
 
@@ -11,43 +12,37 @@ import subprocess
 import sys
 import traceback
 
-import smrl_contract as contract
+from sagemaker_training import environment as toolkit_environment
 
+import smrl_contract as contract
 from smrl_training.environment import TrainingEnvironment
+from smrl_training.outcome import write_failure, write_success
 
 
 class ContractError(RuntimeError):
     """The job handed to the container cannot be run as given."""
 
 
-def _write_failure(message: str) -> None:
-    try:
-        contract.OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-        contract.FAILURE_FILE.write_text(message)
-    except OSError:
-        pass  # a read-only /opt/ml/output must not hide the original error
-
-
-def _write_success() -> None:
-    """The empty marker the SageMaker training toolkit leaves when the entry point succeeded."""
-    try:
-        contract.SUCCESS_FILE.touch()
-    except OSError:
-        pass
-
-
 def _install_requirements(requirements) -> int:
     """pip-installs the job's requirements.txt, as the training toolkit does, from the wheels
     the host resolved (no network here)."""
     print(f"smrl-training: installing {requirements} from {contract.JOB_WHEELHOUSE_DIR}", flush=True)
-    return subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--disable-pip-version-check",
-                           "--find-links", str(contract.JOB_WHEELHOUSE_DIR), "--requirement", str(requirements)]).returncode
+    return subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                           "--disable-pip-version-check", "--find-links", str(contract.JOB_WHEELHOUSE_DIR),
+                           "--requirement", str(requirements)]).returncode
+
+
+def _sm_variables() -> dict[str, str]:
+    """The SM_* variables user scripts read (`SM_MODEL_DIR`, `SM_CHANNEL_TRAINING`, `SM_HPS`, ...),
+    computed by the sagemaker-training toolkit itself (which reads the same /opt/ml files),
+    so that entry points see exactly what the cloud's toolkit gives."""
+    return toolkit_environment.Environment().to_env_vars()
 
 
 def _command(env: TrainingEnvironment) -> list[str]:
     if not env.program:
         raise ContractError(
-            "No entry point: the hyperparameter 'sagemaker_program' is missing. "
+            f"No entry point: the hyperparameter {contract.PROGRAM_PARAM!r} is missing. "
             "Pass entry_point=... (and source_dir=...) to the estimator."
         )
     script = env.code_dir / env.program
@@ -66,11 +61,11 @@ def main() -> int:
     try:
         env = TrainingEnvironment.from_files()
         command = _command(env)
-        variables = env.sm_variables()  # reads resourceconfig.json & co., which SageMaker always writes
+        variables = _sm_variables()  # reads resourceconfig.json & co., which SageMaker always writes
     except (ContractError, ValueError, OSError) as error:
         message = f"{type(error).__name__}: {error}"
         print(message, file=sys.stderr, flush=True)
-        _write_failure(message)
+        write_failure(message)
         return contract.CONTRACT_ERROR_EXIT_CODE
 
     contract.OUTPUT_DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -79,7 +74,8 @@ def main() -> int:
     if requirements.is_file():
         status = _install_requirements(requirements)
         if status != 0:
-            _write_failure(f"pip could not install {requirements} from the job's wheelhouse (exit {status}); see the log above.")
+            write_failure(f"pip could not install {requirements} from the job's wheelhouse (exit {status}); "
+                          "see the log above.")
             return status
     child_env = {**os.environ, **variables}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
@@ -89,9 +85,9 @@ def main() -> int:
     except KeyboardInterrupt:
         return 130
     if completed.returncode == 0:
-        _write_success()
+        write_success()
     elif not contract.FAILURE_FILE.exists():
-        _write_failure(f"The entry point {env.program} exited with status {completed.returncode}; see the log above.")
+        write_failure(f"The entry point {env.program} exited with status {completed.returncode}; see the log above.")
     return completed.returncode
 
 
@@ -99,5 +95,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except Exception:  # the contract's own bug: still leave a reason behind
-        _write_failure(traceback.format_exc())
+        write_failure(traceback.format_exc())
         raise

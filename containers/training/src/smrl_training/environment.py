@@ -1,6 +1,8 @@
-"""Reads what SageMaker handed the container: the entry point, its arguments, and the SM_*
-variables user scripts read (`os.environ["SM_MODEL_DIR"]`, `SM_CHANNEL_TRAINING`, `SM_HPS`, ...),
-the latter from the sagemaker-training toolkit itself.
+"""Reads what SageMaker handed the container: the entry point and its arguments.
+
+Pure (standard library and the contract only), so the host's unit tests import it. The
+SM_* variables user scripts read come from the sagemaker-training toolkit itself; see
+`smrl_training.entry_point`.
 """
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sagemaker_training import environment as toolkit_environment
-
 import smrl_contract as contract
-
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -39,8 +38,9 @@ class TrainingEnvironment:
     reserved: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_files(cls) -> "TrainingEnvironment":
-        raw = {k: _decode(v) for k, v in _read_json(contract.HYPERPARAMETERS_FILE, {}).items()}
+    def from_files(cls, hyperparameters_file: Path = contract.HYPERPARAMETERS_FILE) -> TrainingEnvironment:
+        """The job in `hyperparameters_file` (no file: a job with no hyperparameters)."""
+        raw = {k: _decode(v) for k, v in _read_json(hyperparameters_file, {}).items()}
         user = {k: v for k, v in raw.items() if not k.startswith(contract.RESERVED_PARAM_PREFIX)}
         reserved = {k: v for k, v in raw.items() if k.startswith(contract.RESERVED_PARAM_PREFIX)}
         return cls(hyperparameters=user, reserved=reserved)
@@ -65,8 +65,3 @@ class TrainingEnvironment:
             text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
             args += [f"--{name}", text]
         return args
-
-    def sm_variables(self) -> dict[str, str]:
-        """The SM_* variables, computed by the sagemaker-training toolkit itself (which reads
-        the same /opt/ml files), so that entry points see exactly what the cloud's toolkit gives."""
-        return toolkit_environment.Environment().to_env_vars()

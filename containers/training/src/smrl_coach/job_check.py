@@ -1,11 +1,12 @@
-"""Static checks of a job, run inside the training image by `smrl-local preflight`.
+"""The job check: static checks of a job, run inside the training image by `smrl-local preflight`.
 
-    python3 -m smrl_coach.preflight --code-dir /opt/ml/code --entry-point train_coach.py \
+    python3 -m smrl_coach.job_check --code-dir /opt/ml/code --entry-point train_coach.py \
         --preset preset-cartpole-dqn --hyperparameters '{"rl.agent_params.algorithm.discount": 0.9}'
 
 Imports the entry point (as a module, so its `if __name__ == "__main__"` block does not
 run), loads the preset and applies each `rl.*` override to it, and prints one JSON object
-saying what worked. Nothing trains.
+saying what worked, as the last line after `contract.JOB_CHECK_MARKER`. Nothing trains.
+(`contract.JOB_CHECK_MODULE` names this module for the host.)
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import smrl_contract as contract
+from smrl_coach import overrides
 from smrl_coach.errors import LauncherError
 from smrl_coach.launcher import load_preset
-from smrl_coach.overrides import PREFIX, Override
+from smrl_coach.overrides import Override
 
 
 def _error(error: BaseException) -> str:
@@ -32,7 +35,7 @@ def check(code_dir: Path, entry_point: str, preset: str | None, hyperparameters:
     report: dict[str, Any] = {}
     sys.path.insert(0, str(code_dir))
     try:
-        runpy.run_path(str(code_dir / entry_point), run_name="smrl_preflight")
+        runpy.run_path(str(code_dir / entry_point), run_name="smrl_job_check")
         report["entry_point"] = {"ok": True}
     except BaseException as error:  # SystemExit too: an entry point must import quietly
         report["entry_point"] = {"ok": False, "error": _error(error)}
@@ -48,10 +51,11 @@ def check(code_dir: Path, entry_point: str, preset: str | None, hyperparameters:
 
     results = []
     for name, value in hyperparameters.items():
-        if not name.startswith(PREFIX):
+        if not name.startswith(contract.COACH_OVERRIDE_PREFIX):
             continue
         try:
-            results.append({"name": name, "ok": True, "applied": Override.parse(name, value).apply(graph_manager)})
+            applied = overrides.apply(Override.parse(name, value), graph_manager)
+            results.append({"name": name, "ok": True, "applied": applied})
         except Exception as error:
             results.append({"name": name, "ok": False, "error": _error(error)})
     report["overrides"] = results
@@ -60,14 +64,14 @@ def check(code_dir: Path, entry_point: str, preset: str | None, hyperparameters:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--code-dir", type=Path, default=Path("/opt/ml/code"))
+    parser.add_argument("--code-dir", type=Path, default=contract.CODE_DIR)
     parser.add_argument("--entry-point", required=True)
     parser.add_argument("--preset")
     parser.add_argument("--hyperparameters", default="{}", help="JSON object")
     args = parser.parse_args()
     report = check(args.code_dir, args.entry_point, args.preset, json.loads(args.hyperparameters))
     # The entry point or preset may print; the report is the last line.
-    print("SMRL-PREFLIGHT " + json.dumps(report), flush=True)
+    print(contract.JOB_CHECK_MARKER + json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
