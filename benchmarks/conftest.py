@@ -8,8 +8,9 @@ variant gets one warm training container for the whole session (per-step figures
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -27,10 +27,12 @@ ENDPOINT_ROUNDS = 2
 @pytest.fixture(scope="session")
 def sdk_session(engine, tmp_path_factory):
     """The emulator's offline session (imported once: `import sagemaker` alone takes seconds)."""
-    from emulator.jobs import ensure_sdk_tags
-    from emulator.session import default_region, local_session
+    from emulator.engine import require_engine
+    from emulator.images import default_region, ensure_sdk_tags
+    from emulator.session import local_session
 
-    ensure_sdk_tags(default_region())
+    with require_engine() as client:
+        ensure_sdk_tags(default_region(), client)
     return local_session(work_dir=tmp_path_factory.mktemp("sdk"))
 
 

@@ -103,7 +103,7 @@ def test_predict_sdk_predictor_stock_local_mode(benchmark, record, served, infer
            **image_info(inference_image))
 
 
-def _client_load(port: int, seconds: float, results: "multiprocessing.Queue") -> None:
+def _client_load(port: int, seconds: float, results: multiprocessing.Queue) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port)
     done, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:

@@ -1,4 +1,10 @@
-"""`smrl-local`: build the images, train, serve and pre-flight, on this machine, with no AWS account."""
+"""`smrl-local`: build the images, train, serve and pre-flight, on this machine, with no AWS account.
+
+Each command imports what it runs when it runs: the SageMaker SDK, matplotlib and
+gymnasium take 3 s to import, and `smrl-local --help` or `smrl-local engine` answer in
+0.3 s without them. These are the package's only imports inside functions besides
+``emulator.__getattr__``; none of them hides a cycle (tests/test_architecture.py).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,21 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import traceback
 from typing import Any
 
-from emulator.engine import EngineError
+from emulator import engine
+from emulator.errors import UserError
 from emulator.preflight import DEFAULT_SMOKE_STEPS
+from emulator.resources import DEFAULT_PRESET
 
 
 def _hyperparameter(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r} (e.g. rl.agent_params.algorithm.discount=0.95)")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE, got {text!r} (e.g. rl.agent_params.algorithm.discount=0.95)")
     try:
         return name, json.loads(value)
     except ValueError:
@@ -30,9 +41,7 @@ def _environment_variable(text: str) -> tuple[str, str]:
 
 
 def _cmd_engine(args: argparse.Namespace) -> int:
-    from emulator.engine import ensure
-
-    return ensure()
+    return engine.ensure()
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -48,7 +57,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from emulator import metrics
     from emulator.training import train
-
 
     result = train(
         args.preset,
@@ -72,8 +80,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import threading
-
     from emulator.endpoints import endpoint, run_episodes
     from emulator.training import newest_model
 
@@ -81,10 +87,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving {model}")
     with endpoint(model, entry_point=args.entry_point, source_dir=args.source_dir, port=args.port) as predictor:
         print(f"endpoint ready: {predictor.url}  (POST {predictor.url}/invocations, GET {predictor.url}/ping)")
-        print(f"try: curl -s -H 'Content-Type: application/json' -d '[0.0, 0.1, 0.0, -0.1]' {predictor.url}/invocations")
+        print("try: curl -s -H 'Content-Type: application/json' -d '[0.0, 0.1, 0.0, -0.1]' "
+              f"{predictor.url}/invocations")
         if args.episodes:
-            rewards = run_episodes(predictor, args.episodes, env_id=args.env)
-            print(f"{args.episodes} {args.env} episodes driven by the endpoint: rewards "
+            rewards = run_episodes(predictor, args.episodes, env_id=args.gym_env)
+            print(f"{args.episodes} {args.gym_env} episodes driven by the endpoint: rewards "
                   f"{', '.join(f'{r:.0f}' for r in rewards)}; mean {sum(rewards) / len(rewards):.1f}")
         if args.no_wait:
             return 0
@@ -94,15 +101,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
-    from emulator import jobspec, preflight
+    from emulator import jobspec
+    from emulator.preflight.report import format_report
+    from emulator.preflight.runner import run
 
     spec = jobspec.load(args.job)
     quiet = args.json
     if not quiet:
         print(f"pre-flight of {spec.path}")
-    report = preflight.run(spec, steps=args.steps, static_only=args.static_only,
-                           log=(lambda line: None) if quiet else print)
-    print(report.to_json() if quiet else "\n" + preflight.format_report(report))
+    report = run(spec, steps=args.steps, static_only=args.static_only, log=(lambda line: None) if quiet else print)
+    print(report.to_json() if quiet else "\n" + format_report(report))
     return 0 if report.ok else 1
 
 
@@ -111,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smrl-local",
         description="SageMaker RL (Coach + MXNet) on this machine: local images, local mode, no AWS.",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="show the SageMaker SDK's INFO log")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show the SageMaker SDK's INFO log, and the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     engine = commands.add_parser("engine", help="check the Docker engine and compose; start/install them if possible")
@@ -126,16 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_cmd_build)
 
     train = commands.add_parser("train", help="train a preset with RLEstimator(...).fit() in local mode")
-    train.add_argument("--preset", default="preset-cartpole-dqn", help="preset file in presets/ (default: %(default)s)")
+    train.add_argument("--preset", default=DEFAULT_PRESET, help="preset file in presets/ (default: %(default)s)")
     train.add_argument("--hyperparameter", "-p", metavar="NAME=VALUE", type=_hyperparameter, action="append",
                        help="extra hyperparameter, e.g. -p rl.agent_params.algorithm.discount=0.95 "
                             "or -p rl.evaluation_steps:EnvironmentEpisodes=5 (repeatable)")
-    train.add_argument("--steps", type=int, help="training budget in environment steps (overrides the preset's improve_steps)")
+    train.add_argument("--steps", type=int,
+                       help="training budget in environment steps (overrides the preset's improve_steps)")
     train.add_argument("--env", metavar="NAME=VALUE", type=_environment_variable, action="append",
                        help="environment variable for the training container, e.g. --env SMRL_COACH_FAST=0 "
                             "(stock Coach) (repeatable)")
-    train.add_argument("--output", default="output", help="output folder; each job gets a subfolder (default: %(default)s)")
-    train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"], help="(default: %(default)s)")
+    train.add_argument("--output", default="output",
+                       help="output folder; each job gets a subfolder (default: %(default)s)")
+    train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"],
+                       help="(default: %(default)s)")
     train.add_argument("--no-build", action="store_true", help="do not build the image first")
     train.set_defaults(run=_cmd_train)
 
@@ -143,16 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="model.tar.gz to serve (default: the newest under --output)")
     serve.add_argument("--output", default="output", help="where `train` wrote its jobs (default: %(default)s)")
     serve.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8080, or a free one when taken)")
-    serve.add_argument("--entry-point", help="inference script (model_fn/input_fn/predict_fn/output_fn or transform_fn)")
+    serve.add_argument("--entry-point",
+                       help="inference script (model_fn/input_fn/predict_fn/output_fn or transform_fn)")
     serve.add_argument("--source-dir", help="folder holding the inference script")
-    serve.add_argument("--episodes", type=int, default=5, help="CartPole episodes to drive with the endpoint first (default: %(default)s)")
-    serve.add_argument("--env", default="CartPole-v0", help="gymnasium environment for those episodes (default: %(default)s)")
-    serve.add_argument("--no-wait", action="store_true", help="remove the endpoint after the episodes instead of serving until Ctrl-C")
+    serve.add_argument("--episodes", type=int, default=5,
+                       help="CartPole episodes to drive with the endpoint first (default: %(default)s)")
+    serve.add_argument("--gym-env", default="CartPole-v0",
+                       help="gymnasium environment for those episodes (default: %(default)s)")
+    serve.add_argument("--no-wait", action="store_true",
+                       help="remove the endpoint after the episodes instead of serving until Ctrl-C")
     serve.set_defaults(run=_cmd_serve)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
     check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")
-    check.add_argument("--steps", type=int, default=DEFAULT_SMOKE_STEPS, help="environment steps of the smoke training run (default: %(default)s)")
+    check.add_argument("--steps", type=int, default=DEFAULT_SMOKE_STEPS,
+                       help="environment steps of the smoke training run (default: %(default)s)")
     check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")
     check.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     check.set_defaults(run=_cmd_preflight)
@@ -171,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (EngineError, RuntimeError, ValueError, FileNotFoundError) as error:
+    except UserError as error:
+        # Anything else is a bug in this tool: Python prints its traceback.
+        if args.verbose:
+            traceback.print_exc()
         print(f"smrl-local: {error}", file=sys.stderr)
         return 1
 

@@ -29,6 +29,9 @@ OUTPUT_INTERMEDIATE_DIR = OUTPUT_DIR / "intermediate"
 # Where the Coach launcher saves checkpoints; SageMaker packs output/data into output.tar.gz.
 CHECKPOINT_DIR = OUTPUT_DATA_DIR / "checkpoint"
 CHECKPOINT_ARCHIVE_PREFIX = "data/checkpoint/"
+# What SageMaker uploads to the job's output path: /opt/ml/model and /opt/ml/output/data, packed.
+MODEL_ARCHIVE = "model.tar.gz"
+OUTPUT_ARCHIVE = "output.tar.gz"
 # SageMaker shows the first lines of this file as the job's FailureReason.
 FAILURE_FILE = OUTPUT_DIR / "failure"
 # The training toolkit's empty marker of a job whose entry point exited 0.
@@ -110,8 +113,9 @@ INFERENCE_VERSION = "1.9.1"  # MXNet
 SDK_COACH_VERSION = "0.11.0"
 SDK_MXNET_SERVING_VERSION = "1.3"
 SDK_PY_VERSION = "py3"
-# Local jobs use no role; the SDK still wants an ARN-shaped one.
-PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/sagemaker-rl-local"
+# Local jobs use no role or account; the SDK still wants ARN-shaped ones.
+PLACEHOLDER_ACCOUNT = "000000000000"
+PLACEHOLDER_ROLE = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/sagemaker-rl-local"
 
 
 def image_tag(repository: str, version: str, variant: str) -> str:

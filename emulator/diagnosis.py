@@ -71,8 +71,9 @@ def diagnose(log_text: str, search_root: Path | None = None) -> Diagnosis | None
 def _missing_module(module: str, line: str, search_root: Path | None) -> Diagnosis:
     top = module.split(".")[0]
     found = _find_package(top, search_root) if search_root else None
-    cause = f"the entry point imports {top}, which is not in the job's code (source_dir + dependencies) nor in the image"
-    if found is not None:
+    cause = (f"the entry point imports {top}, which is not in the job's code (source_dir + dependencies) "
+             "nor in the image")
+    if found is not None and search_root is not None:
         shown = found.relative_to(search_root)
         return Diagnosis(cause, f"add it to the estimator: dependencies=[{str(shown)!r}] (the cloud copies each "
                          "dependency beside the entry point, as local jobs do)", line)

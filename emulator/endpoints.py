@@ -12,12 +12,24 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from emulator.serving import LOOPBACK
+import gymnasium
+from sagemaker.deserializers import JSONDeserializer
+from sagemaker.model import Model
+from sagemaker.mxnet import MXNetModel
+from sagemaker.predictor import Predictor
+from sagemaker.serializers import JSONSerializer
 
-PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/sagemaker-rl-local"
+from emulator import contract
+from emulator.containers import LOOPBACK
+from emulator.errors import ModelNotFoundError
+from emulator.images import sdk_inference_image_uri
+from emulator.serving import endpoint_named
+from emulator.session import local_session
 
 
 @contextlib.contextmanager
@@ -47,15 +59,6 @@ def endpoint(
         A `sagemaker.predictor.Predictor` (JSON in, JSON out) with `.url` set to the
         endpoint's base URL.
     """
-    from sagemaker.deserializers import JSONDeserializer
-    from sagemaker.model import Model
-    from sagemaker.mxnet import MXNetModel
-    from sagemaker.predictor import Predictor
-    from sagemaker.serializers import JSONSerializer
-
-    from emulator.jobs import sdk_inference_image_uri
-    from emulator.session import local_session
-
     session = session or local_session()
     if port is not None:
         session.config = {**session.config, "local": {**session.config["local"], "serving_port": port}}
@@ -67,14 +70,17 @@ def endpoint(
     source = Path(str(model_data).removeprefix("file://"))
     if not source.is_file():
         shutil.rmtree(model_dir)
-        raise FileNotFoundError(f"No model archive at {source}: train first (`make local-train`) or pass its path.")
-    shutil.copyfile(source, model_dir / "model.tar.gz")
-    model_uri = (model_dir / "model.tar.gz").resolve().as_uri()
+        raise ModelNotFoundError(f"No model archive at {source}: train first (`make local-train`) or pass its path.")
+    shutil.copyfile(source, model_dir / contract.MODEL_ARCHIVE)
+    model_uri = (model_dir / contract.MODEL_ARCHIVE).resolve().as_uri()
 
-    common = dict(model_data=model_uri, role=PLACEHOLDER_ROLE, sagemaker_session=session, env=env or {}, name=name)
+    common = dict(model_data=model_uri, role=contract.PLACEHOLDER_ROLE, sagemaker_session=session, env=env or {},
+                  name=name)
+    model: Model
     if entry_point:
         model = MXNetModel(entry_point=entry_point, source_dir=str(source_dir) if source_dir else None,
-                           framework_version="1.3", py_version="py3", **common)
+                           framework_version=contract.SDK_MXNET_SERVING_VERSION,
+                           py_version=contract.SDK_PY_VERSION, **common)
     else:
         model = Model(image_uri=sdk_inference_image_uri(session.boto_region_name, instance_type),
                       predictor_cls=Predictor, **common)
@@ -95,9 +101,7 @@ def endpoint(
 
 def endpoint_url(endpoint_name: str) -> str:
     """Base URL (http://127.0.0.1:<port>) of a running local endpoint."""
-    from emulator.serving import _endpoint_named
-
-    return f"http://{LOOPBACK}:{_endpoint_named(endpoint_name).port}"
+    return f"http://{LOOPBACK}:{endpoint_named(endpoint_name).port}"
 
 
 def greedy_action(predictor: Any, observation: Any) -> int:
@@ -108,10 +112,6 @@ def greedy_action(predictor: Any, observation: Any) -> int:
 
 def run_episodes(predictor: Any, episodes: int = 20, env_id: str = "CartPole-v0", seed: int = 0) -> list[float]:
     """Plays `episodes` episodes of `env_id` (gymnasium) with actions from the endpoint."""
-    import warnings
-
-    import gymnasium
-
     with warnings.catch_warnings():
         # CartPole-v0 (200 steps) is what the presets train on; gymnasium calls it out of date.
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -21,6 +21,8 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from emulator.errors import UserError
+
 PING_TIMEOUT_S = 3
 START_TIMEOUT_S = 60
 DOCKERD_LOG = Path("/var/log/smrl-dockerd.log")
@@ -33,7 +35,7 @@ START_ENGINE_FIX = (
 )
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """The Docker engine or compose cannot run local-mode jobs; the message says why and
     how to fix it."""
 
@@ -68,7 +70,7 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def _ping(timeout: float = PING_TIMEOUT_S) -> tuple[docker.DockerClient | None, str]:
+def _ping(timeout: int = PING_TIMEOUT_S) -> tuple[docker.DockerClient | None, str]:
     """A client whose engine answered, or None and the reason it did not."""
     try:
         client = docker.from_env(timeout=timeout)

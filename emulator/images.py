@@ -9,7 +9,9 @@ Three steps, each skipped when its result is already there:
 3. `docker build` of `containers/<kind>` with that base and wheelhouse.
 
 An image records the hash of everything it was built from (label `org.smrl.inputs-hash`);
-when nothing changed, `build_image` returns in well under a second.
+when nothing changed, `build_image` returns in well under a second. Each built image is
+also tagged with the ECR URI the SageMaker SDK computes for it, so that SDK code naming
+any region runs it instead of pulling.
 """
 
 from __future__ import annotations
@@ -22,26 +24,28 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import docker
 import docker.errors
+from sagemaker import image_uris
 
-from emulator import contract
+from emulator import contract, resources
 from emulator.engine import require_engine
+from emulator.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONTAINERS_DIR = PROJECT_ROOT / "containers"
-VARIANTS = ("cpu", "gpu")
+VARIANTS = contract.VARIANTS
+DEFAULT_REGION = "us-west-2"
 PUBLIC_BASE_IMAGE = "python:3.11-slim-bookworm"
 OFFLINE_BASE_REPOSITORY = "sagemaker-rl-local/base"
 # What the offline base needs beyond minbase: a venv-capable Python, `patch` for the
 # Coach patches, and the OpenMP / quad-math runtimes MXNet's wheel links against; plus the
 # training image's system packages, so that rebuilds of that image need no network either.
 CORE_BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "patch", "libgomp1", "libquadmath0")
-TRAINING_SYSTEM_PACKAGES_FILE = CONTAINERS_DIR / "training" / "system-packages.txt"
+TRAINING_SYSTEM_PACKAGES = "training/system-packages.txt"
 DEBIAN_MIRROR = os.environ.get("SMRL_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 INPUTS_HASH_LABEL = "org.smrl.inputs-hash"
 # Both Dockerfiles install src/ on the images' Python path.
@@ -56,7 +60,7 @@ WHEEL_PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.1
 Log = Callable[[str], None]
 
 
-class ImageBuildError(RuntimeError):
+class ImageBuildError(UserError, RuntimeError):
     """An image could not be built; the message says why and what to do."""
 
 
@@ -70,21 +74,19 @@ class ImageSpec:
 
     @property
     def context(self) -> Path:
-        return CONTAINERS_DIR / self.kind
+        return resources.containers_dir() / self.kind
 
     def lock_file(self, variant: str) -> Path:
         """Every Python package of the image for `variant`, pinned."""
         return self.context / f"requirements-{variant}.lock"
 
     def tag(self, variant: str) -> str:
-        if variant not in VARIANTS:
-            raise ValueError(f"Unknown image variant {variant!r}: use one of {VARIANTS}.")
-        return f"{self.repository}:{self.version}-{variant}"
+        return contract.image_tag(self.repository, self.version, variant)
 
 
 IMAGES = {
-    "training": ImageSpec("training", "sagemaker-rl-local/coach-mxnet", "1.0.1"),
-    "inference": ImageSpec("inference", "sagemaker-rl-local/mxnet-inference", "1.9.1"),
+    "training": ImageSpec("training", contract.TRAINING_REPOSITORY, contract.TRAINING_VERSION),
+    "inference": ImageSpec("inference", contract.INFERENCE_REPOSITORY, contract.INFERENCE_VERSION),
 }
 
 
@@ -98,9 +100,15 @@ def inference_image(variant: str = "cpu") -> str:
     return IMAGES["inference"].tag(variant)
 
 
+def variant_for(instance_type: str) -> str:
+    """The image variant a local instance type runs: "gpu" for local_gpu, else "cpu"."""
+    return "gpu" if instance_type == "local_gpu" else "cpu"
+
+
 def offline_base_packages() -> list[str]:
     """The Debian packages debootstrap puts into the offline base."""
-    listed = [line.split("#", 1)[0].strip() for line in TRAINING_SYSTEM_PACKAGES_FILE.read_text().splitlines()]
+    system_packages = resources.containers_dir() / TRAINING_SYSTEM_PACKAGES
+    listed = [line.split("#", 1)[0].strip() for line in system_packages.read_text().splitlines()]
     return [*CORE_BASE_PACKAGES, *filter(None, listed)]
 
 
@@ -108,11 +116,6 @@ def offline_base_image() -> str:
     """The offline base's tag, which names its package list: a changed list makes a new base."""
     digest = hashlib.sha256(",".join(offline_base_packages()).encode()).hexdigest()[:8]
     return f"{OFFLINE_BASE_REPOSITORY}:bookworm-{digest}"
-
-
-def work_dir() -> Path:
-    """Where builds keep their caches (wheelhouse, debootstrap tree): `$SMRL_WORK_DIR` or `./.smrl`."""
-    return Path(os.environ.get("SMRL_WORK_DIR", PROJECT_ROOT / ".smrl")).resolve()
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,8 @@ def build_offline_base(client: docker.DockerClient, log: Log = print) -> None:
 
 
 def _rootfs_python_version(rootfs: Path) -> str:
-    found = subprocess.run(["chroot", str(rootfs), "python3", "-c", "import platform; print(platform.python_version())"],
-                           capture_output=True, text=True)
+    command = ["chroot", str(rootfs), "python3", "-c", "import platform; print(platform.python_version())"]
+    found = subprocess.run(command, capture_output=True, text=True)
     return found.stdout.strip() or "3.11"
 
 
@@ -183,7 +186,8 @@ def _rootfs_python_version(rootfs: Path) -> str:
 
 def read_lock(lock_file: Path) -> tuple[list[str], list[str]]:
     """The lock's pins, split into (wheels to download, sdists to build)."""
-    wheels, sdists = [], []
+    wheels: list[str] = []
+    sdists: list[str] = []
     for line in lock_file.read_text().splitlines():
         requirement = line.split("#", 1)[0].strip()
         if requirement:
@@ -261,14 +265,12 @@ def context_files(context: Path, variant: str) -> dict[str, Path]:
 def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = False,
                 region: str | None = None, log: Log = print) -> BuildResult:
     """Builds (or confirms up to date) the `kind` image ("training", "inference") for `variant`."""
-    import time
-
     started = time.monotonic()
     spec = IMAGES[kind]
     client = require_engine()
     image = spec.tag(variant)
     base = resolve_base_image(client, log)
-    base_id = client.images.get(base).id
+    base_id = str(client.images.get(base).id)
     wanted = inputs_hash(spec.context, variant, base_id)
     if not force and _label(client, image, INPUTS_HASH_LABEL) == wanted:
         log(f"{image}: up to date (inputs {wanted[:12]})")
@@ -276,7 +278,7 @@ def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = F
         return BuildResult(image, False, base, time.monotonic() - started)
 
     wheelhouse = ensure_wheelhouse(spec.lock_file(variant), log)
-    log(f"{image}: building from {spec.context.relative_to(PROJECT_ROOT)} on {base}")
+    log(f"{image}: building from {spec.context} on {base}")
     context = _context_archive(spec.context, variant, wheelhouse)
     try:
         stream = client.api.build(
@@ -298,11 +300,19 @@ def _context_archive(context: Path, variant: str, wheelhouse: Path) -> io.Buffer
     archive = tempfile.TemporaryFile(dir=_cache_dir("tmp"))
     with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=1) as tar:
         for name, path in context_files(context, variant).items():
-            tar.add(path, arcname=name)
+            tar.add(path, arcname=name, filter=_executable_bin)
         for wheel in sorted(wheelhouse.glob("*.whl")):
             tar.add(wheel, arcname=f"wheelhouse/{wheel.name}")
     archive.seek(0)
     return archive
+
+
+def _executable_bin(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The images' start commands (bin/train, bin/serve) stay executable even where the
+    files lost their mode bits (a wheel installs package data without them)."""
+    if member.isfile() and member.name.startswith("bin/"):
+        member.mode |= 0o755
+    return member
 
 
 def _follow_build(stream: Iterable[dict], log: Log) -> None:
@@ -319,13 +329,65 @@ def _follow_build(stream: Iterable[dict], log: Log) -> None:
 
 
 def _tag_for_sdk(client: docker.DockerClient, image: str, region: str | None, log: Log) -> None:
-    from emulator.jobs import ensure_sdk_tags
-    from emulator.session import default_region
-
     image_id = client.images.get(image).id
     for uri in ensure_sdk_tags(region or default_region(), client):
         if client.images.get(uri).id == image_id:
             log(f"{image}: also tagged {uri} (the URI the SageMaker SDK computes)")
+
+
+# -- the URIs the SageMaker SDK computes for our images ------------------------------------
+
+def default_region() -> str:
+    """The region the SDK computes image URIs for: AWS_REGION, AWS_DEFAULT_REGION, or us-west-2."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+def sdk_training_image_uri(region: str, instance_type: str = "local") -> str:
+    """The image URI ``RLEstimator`` (Coach 0.11.0, MXNet) computes for ``region``."""
+    return image_uris.retrieve("coach-mxnet", region, version=contract.SDK_COACH_VERSION,
+                               py_version=contract.SDK_PY_VERSION, instance_type=instance_type,
+                               image_scope="training")
+
+
+def sdk_inference_image_uri(region: str, instance_type: str = "local") -> str:
+    """The serving image URI ``MXNetModel`` (framework 1.3, py3) computes for ``region``."""
+    return image_uris.retrieve("mxnet", region, version=contract.SDK_MXNET_SERVING_VERSION,
+                               py_version=contract.SDK_PY_VERSION, instance_type=instance_type,
+                               image_scope="inference")
+
+
+def is_our_image(image: str) -> bool:
+    """Whether `image` names one of our images, by local tag or by the SDK's URI for it."""
+    ours = {spec.tag(variant) for spec in IMAGES.values() for variant in VARIANTS}
+    return image in ours or "/sagemaker-rl-mxnet:" in image or "/mxnet-inference:" in image
+
+
+def ensure_sdk_tags(region: str, client: docker.DockerClient) -> list[str]:
+    """Give each locally built image the ECR URI the SDK computes for ``region``.
+
+    Local mode uses an image carrying that exact URI as is, so user code that names any
+    region runs our images instead of pulling. Images that are not built yet are skipped:
+    the job's checks report them. Idempotent.
+
+    Returns:
+        The SDK URIs that now point at a local image.
+    """
+    wanted = []
+    for instance_type in ("local", "local_gpu"):
+        variant = variant_for(instance_type)
+        wanted.append((training_image(variant), sdk_training_image_uri(region, instance_type)))
+        wanted.append((inference_image(variant), sdk_inference_image_uri(region, instance_type)))
+    tagged = []
+    for local_tag, uri in wanted:
+        try:
+            image = client.images.get(local_tag)
+        except docker.errors.ImageNotFound:
+            continue
+        if uri not in image.tags:
+            repository, tag = uri.rsplit(":", 1)
+            image.tag(repository, tag)
+        tagged.append(uri)
+    return tagged
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -346,7 +408,7 @@ def _label(client: docker.DockerClient, image: str, label: str) -> str | None:
 
 
 def _cache_dir(name: str) -> Path:
-    path = work_dir() / name
+    path = resources.work_dir() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 

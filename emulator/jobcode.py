@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from emulator import contract
+from emulator.errors import UserError
 
-class JobCodeError(ValueError):
+
+class JobCodeError(UserError, ValueError):
     """The job's code cannot be packed as the cloud would; the message says what to fix."""
 
 
@@ -41,7 +44,7 @@ def copy_job_code(source_dir: Path, dependencies: list[str], target: Path, entry
         if destination.exists():
             raise JobCodeError(
                 f"Dependency {dependency!r} lands on {path.name!r}, which source_dir or another "
-                "dependency already holds in /opt/ml/code. Rename one of them."
+                f"dependency already holds in {contract.CODE_DIR}. Rename one of them."
             )
         if path.is_dir():
             shutil.copytree(path, destination, symlinks=True)
@@ -49,8 +52,8 @@ def copy_job_code(source_dir: Path, dependencies: list[str], target: Path, entry
             shutil.copy2(path, destination)
 
 
-REQUIREMENTS_FILE = "requirements.txt"
-_UNRESOLVED = re.compile(r"(No matching distribution found for .+|Could not find a version that satisfies the requirement .+)")
+_UNRESOLVED = re.compile(
+    r"(No matching distribution found for .+|Could not find a version that satisfies the requirement .+)")
 
 
 def requirements_wheelhouse(requirements: Path, constraints: Path, cache: Path) -> Path:

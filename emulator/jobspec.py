@@ -15,15 +15,21 @@ from __future__ import annotations
 import contextlib
 import io
 import runpy
-import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import sagemaker.rl
+import sagemaker.rl.estimator
+import tomllib
 import yaml
+from sagemaker.rl import RLFramework, RLToolkit
+
+from emulator.errors import UserError
 
 
-class JobSpecError(ValueError):
+class JobSpecError(UserError, ValueError):
     """The job description cannot be read; the message says what to fix."""
 
 
@@ -43,10 +49,8 @@ class JobSpec:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    def resolve(self, value: str | None) -> Path | None:
+    def resolve(self, value: str | Path) -> Path:
         """A path of the job (entry point folder, dependency) relative to the job file."""
-        if value is None:
-            return None
         path = Path(value)
         return path if path.is_absolute() else (self.base_dir / path).resolve()
 
@@ -56,7 +60,8 @@ class JobSpec:
 
     @property
     def source_dir(self) -> Path | None:
-        return self.resolve(self.estimator.get("source_dir"))
+        given = self.estimator.get("source_dir")
+        return self.resolve(given) if given else None
 
     @property
     def entry_point_path(self) -> Path | None:
@@ -64,6 +69,19 @@ class JobSpec:
         if entry_point is None:
             return None
         return (self.source_dir / entry_point) if self.source_dir else self.resolve(entry_point)
+
+    @property
+    def entry_point_file(self) -> Path:
+        """The entry point's path; a JobSpecError when the estimator names none."""
+        if self.entry_point_path is None:
+            raise JobSpecError(f"{self.path.name}: the estimator has no entry_point. Pass entry_point='train.py' "
+                               "(and source_dir).")
+        return self.entry_point_path
+
+    @property
+    def code_dir(self) -> Path:
+        """What the cloud packs as the job's code: source_dir, or the entry point's folder."""
+        return self.source_dir or self.entry_point_file.parent
 
 
 def load(path: str | Path) -> JobSpec:
@@ -81,8 +99,6 @@ def load(path: str | Path) -> JobSpec:
 
 
 def _from_mapping(path: Path, data: dict[str, Any]) -> JobSpec:
-    from sagemaker.rl import RLFramework, RLToolkit
-
     if "estimator" not in data:
         raise JobSpecError(f"{path.name} has no 'estimator' table: put the RLEstimator arguments under it.")
     estimator = dict(data["estimator"])
@@ -104,7 +120,7 @@ def _enum(kind: Any, text: str, name: str, path: Path) -> Any:
 class _Recorder:
     """Stands in for RLEstimator while the job file runs: records, never calls AWS."""
 
-    captured: list["_Recorder"] = []
+    captured: list[_Recorder] = []
     real: Any = None  # the SDK's RLEstimator, for its class methods
 
     def __init__(self, **kwargs: Any):
@@ -117,7 +133,7 @@ class _Recorder:
     def fit(self, inputs: Any = None, **kwargs: Any) -> None:
         self.fit_kwargs = {"inputs": inputs, **kwargs}
 
-    def deploy(self, *args: Any, **kwargs: Any) -> "_RecordedPredictor":
+    def deploy(self, *args: Any, **kwargs: Any) -> _RecordedPredictor:
         names = ("initial_instance_count", "instance_type")
         self.deploy_kwargs = {**dict(zip(names, args)), **kwargs}
         self.predictor = _RecordedPredictor()
@@ -141,16 +157,13 @@ class _RecordedPredictor:
 
 @contextlib.contextmanager
 def _recording() -> Iterator[None]:
-    import sagemaker.rl
-    import sagemaker.rl.estimator
-
     originals = (sagemaker.rl.RLEstimator, sagemaker.rl.estimator.RLEstimator)
     _Recorder.captured, _Recorder.real = [], originals[0]
-    sagemaker.rl.RLEstimator = sagemaker.rl.estimator.RLEstimator = _Recorder
+    sagemaker.rl.RLEstimator = sagemaker.rl.estimator.RLEstimator = _Recorder  # type: ignore[misc, assignment]
     try:
         yield
     finally:
-        sagemaker.rl.RLEstimator, sagemaker.rl.estimator.RLEstimator = originals
+        sagemaker.rl.RLEstimator, sagemaker.rl.estimator.RLEstimator = originals  # type: ignore[misc]
 
 
 def _from_python(path: Path) -> JobSpec:

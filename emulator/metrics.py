@@ -17,6 +17,10 @@ import re
 from pathlib import Path
 from statistics import fmean
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sagemaker.rl import RLEstimator, RLToolkit
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _COMPOSE_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)*[\w.-]+\s*\|(?:\x1b\[[0-9;]*m)* ?")
 # Coach's coloured log_dict: "<ts> " + PURPLE prefix END " - " + (BLUE "key: " END value " ")*
@@ -24,7 +28,6 @@ _COLOURED = re.compile(r"^(?P<ts>\S+ )?\x1b\[95m(?P<phase>[^\x1b]+)\x1b\[0m - (?
 _COLOURED_FIELD = re.compile(
     r"\x1b\[94m(?P<key>[^\x1b]*?): \x1b\[0m(?P<value>.*?) ?(?=\x1b\[94m|$)"
 )
-_EPISODE = re.compile(r"\bEpisode(?: #)?(?:=|:\s*)(\d+)")
 
 EPISODE_SUFFIX = "/episode"
 TRAINING = "reward-training"
@@ -32,8 +35,6 @@ TESTING = "reward-testing"
 
 
 def _coach_metric_definitions() -> list[dict[str, str]]:
-    from sagemaker.rl import RLEstimator, RLToolkit
-
     return RLEstimator.default_metric_definitions(RLToolkit.COACH)
 
 
@@ -45,6 +46,18 @@ def normalise_line(line: str) -> str:
         fields = [f"{m['key']}={m['value']}" for m in _COLOURED_FIELD.finditer(coloured["rest"])]
         line = f"{coloured['phase']}> {coloured['ts'] or ''}, {', '.join(fields)}"
     return _ANSI.sub("", line)
+
+
+def field(line: str, name: str) -> float | None:
+    """The number after `name` in a Coach log line (``Episode=12``, ``Episode: 12``,
+    ``Episode #12``), or None when the line has none."""
+    found = re.search(rf"\b{re.escape(name)}(?:(?: #)?(?:=|:\s*)| #)([-0-9.eE+]+)", line)
+    if not found:
+        return None
+    try:
+        return float(found.group(1))
+    except ValueError:
+        return None
 
 
 def parse_metrics(
@@ -82,8 +95,8 @@ def parse_metrics(
             except ValueError:
                 continue
             series[name].append(value)
-            episode = _EPISODE.search(line)
-            episodes[name].append(float(episode.group(1)) if episode else float("nan"))
+            episode = field(line, "Episode")
+            episodes[name].append(float("nan") if episode is None else episode)
     for name, numbers in episodes.items():
         if any(n == n for n in numbers):  # n == n is False only for NaN
             series[name + EPISODE_SUFFIX] = numbers
@@ -131,9 +144,6 @@ def plot_reward_curve(metrics: dict[str, list[float]], path: str | Path) -> Path
     """
     # The object API with the Agg canvas draws without pyplot, so no GUI backend is
     # touched and the caller's matplotlib state stays as it was.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()

@@ -21,28 +21,32 @@ import atexit
 import datetime
 import http.client
 import logging
-import os
 import signal
 import socket
 import threading
 import time
 from typing import Any
 
-import docker
-import docker.errors
-import yaml
 from sagemaker.local.entities import _LocalEndpoint
-from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer
+from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import get_config_value
 
+from emulator import contract
+from emulator.containers import (
+    LOOPBACK,
+    SERVING_NETWORK,
+    ServingContainer,
+    ensure_network,
+    release_network,
+    require_image,
+)
 from emulator.engine import require_engine
-from emulator.jobs import release_network, remove_job_containers, remove_tree
+from emulator.errors import UserError
+from emulator.images import default_region, ensure_sdk_tags
 
 logger = logging.getLogger(__name__)
 
-SERVING_NETWORK = "sagemaker-local-serving"
-DEFAULT_PORT = 8080
-LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = contract.SERVING_PORT
 PING_INTERVAL_S = 0.02
 # The SageMaker contract gives a container 4 minutes to become healthy.
 READY_TIMEOUT_S = 240.0
@@ -51,7 +55,7 @@ READY_TIMEOUT_S = 240.0
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UserError, RuntimeError):
     """An endpoint did not start, or answered a request with an error status."""
 
     def __init__(self, message: str, status: int | None = None):
@@ -77,51 +81,13 @@ def choose_port(preferred: int | None = None) -> int:
     if port_is_free(wanted):
         return wanted
     if preferred:
-        raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or omit it to get a free one.")
+        raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or omit it to get a "
+                            "free one.")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         port = probe.getsockname()[1]
     logger.warning("Port %d is taken; serving on %s:%d instead.", DEFAULT_PORT, LOOPBACK, port)
     return port
-
-
-# -- the container: loopback port, serving network ----------------------------------------
-
-class ServingContainer(_SageMakerContainer):
-    """The SDK's container runner for `serve`, bound to 127.0.0.1:`port` on the serving network."""
-
-    def __init__(self, *args: Any, port: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.port = port
-        self.created_folders: list[str] = []
-
-    def _create_tmp_folder(self) -> str:
-        folder = super()._create_tmp_folder()
-        self.created_folders.append(folder)
-        return folder
-
-    def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
-        config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
-        config["ports"] = [f"{LOOPBACK}:{self.port}:8080"]
-        config["networks"] = {SERVING_NETWORK: {"aliases": [host]}}
-        return config
-
-    def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
-        content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
-        # Created (and removed) by us; compose must not create one of its own.
-        content["networks"] = {SERVING_NETWORK: {"name": SERVING_NETWORK, "external": True}}
-        with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
-            yaml.safe_dump(content, f, default_flow_style=False)
-        return content
-
-
-def ensure_serving_network(client: docker.DockerClient) -> None:
-    if not [n for n in client.networks.list(names=[SERVING_NETWORK]) if n.name == SERVING_NETWORK]:
-        try:
-            client.networks.create(SERVING_NETWORK, driver="bridge")
-        except docker.errors.APIError as error:
-            if error.status_code != 409:  # 409: created meanwhile
-                raise
 
 
 # -- the endpoint: fast readiness, always removed ------------------------------------------
@@ -132,11 +98,12 @@ class LoopbackEndpoint(_LocalEndpoint):
     def serve(self) -> None:
         client = require_engine()
         image = self.primary_container["Image"]
-        self._require_image(client, image)
+        ensure_sdk_tags(default_region(), client)
+        require_image(client, image, "serving")
         session = self.local_session
         # The SDK's own setting for the port; unset, 8080 or the next free port.
         self.port = choose_port(get_config_value("local.serving_port", session.config))
-        ensure_serving_network(client)
+        ensure_network(client, SERVING_NETWORK, internal=False)
         self.create_time = datetime.datetime.now()
         self.container = ServingContainer(
             self.production_variant["InstanceType"],
@@ -153,21 +120,8 @@ class LoopbackEndpoint(_LocalEndpoint):
             self.stop()
             raise
         self.state = _LocalEndpoint._IN_SERVICE
-        logger.debug("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port, self.ready_seconds)
-
-    @staticmethod
-    def _require_image(client: docker.DockerClient, image: str) -> None:
-        from emulator.jobs import ensure_sdk_tags
-        from emulator.session import default_region
-
-        ensure_sdk_tags(default_region(), client)
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            raise EndpointError(
-                f"Image {image} is not on this machine, and local serving never pulls from a registry. "
-                "Build the images: `smrl-local build --image all` (or `make images`)."
-            ) from None
+        logger.debug("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port,
+                     self.ready_seconds)
 
     def stop(self) -> None:
         """Stops and removes the containers, the network when unused, and the temp folders."""
@@ -180,9 +134,7 @@ class LoopbackEndpoint(_LocalEndpoint):
         try:
             if container.container is not None:
                 container.container.down()  # ends `docker-compose up`
-            remove_job_containers(client, container.hosts)
-            for folder in container.created_folders:
-                remove_tree(folder, client, self.primary_container["Image"])
+            container.remove(client)
             release_network(client, SERVING_NETWORK)
             runtime = getattr(self.local_session, "sagemaker_runtime_client", None)
             if isinstance(runtime, LoopbackRuntimeClient):
@@ -275,7 +227,7 @@ class LoopbackRuntimeClient:
 
     def invoke_endpoint(self, Body: Any, EndpointName: str, ContentType: str | None = None,
                         Accept: str | None = None, **_: Any) -> dict[str, Any]:
-        endpoint = _endpoint_named(EndpointName)
+        endpoint = endpoint_named(EndpointName)
         body = Body.encode() if isinstance(Body, str) else Body
         headers = {"Content-Type": ContentType or "application/json"}
         if Accept:
@@ -299,9 +251,12 @@ class LoopbackRuntimeClient:
         return {"Body": _Body(data), "ContentType": response.getheader("Content-Type", Accept)}
 
 
-def _endpoint_named(name: str) -> LoopbackEndpoint:
-    from sagemaker.local.local_session import LocalSagemakerClient
+def endpoint_named(name: str) -> LoopbackEndpoint:
+    """The running local endpoint `name` of this process.
 
+    Raises:
+        EndpointError: there is none (never deployed, or deleted).
+    """
     endpoint = LocalSagemakerClient._endpoints.get(name)
     if not isinstance(endpoint, LoopbackEndpoint) or endpoint.container is None:
         raise EndpointError(f"No running local endpoint named {name!r}: deploy it first (it may have been deleted).")
@@ -342,7 +297,7 @@ class _LiveEndpoints:
         # The SDK serves each endpoint from a non-daemon thread (`docker-compose up`), and
         # Python joins those before it runs atexit: a script that ends with an endpoint up
         # would wait forever. Hooks registered here run before that join.
-        threading._register_atexit(self.stop_all)
+        threading._register_atexit(self.stop_all)  # type: ignore[attr-defined]
         atexit.register(self.stop_all)  # endpoints added after the join began
         if threading.current_thread() is not threading.main_thread():
             return

@@ -13,38 +13,33 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import cast
 from urllib.parse import urlparse
 
 import boto3
 import botocore.session
 import sagemaker.utils
-import yaml
 from sagemaker.estimator import DIR_PARAM_NAME, SCRIPT_PARAM_NAME, Framework
 from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
-from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer, _Volume
 from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
+from emulator import contract, resources
+from emulator.containers import TrainingContainer
 from emulator.engine import require_engine
-from emulator.images import IMAGES
-from emulator.jobcode import REQUIREMENTS_FILE, copy_job_code, requirements_wheelhouse
-from emulator.jobs import NETWORK_NAME, JobGuard, raise_if_a_host_failed
+from emulator.errors import UserError
+from emulator.images import IMAGES, default_region, variant_for
+from emulator.jobcode import copy_job_code, requirements_wheelhouse
+from emulator.jobs import JobGuard, raise_if_a_host_failed
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
-DEFAULT_REGION = "us-west-2"
-CONTAINER_CODE_DIR = "/opt/ml/code"
-# Where training containers find the wheels of the job's requirements.txt (the image's
-# smrl_training.contract.JOB_WHEELHOUSE_DIR).
-CONTAINER_WHEELHOUSE_DIR = "/opt/smrl/job-wheelhouse"
 LOCAL_BUCKET = "sagemaker-rl-local"
-PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
 PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
 
@@ -68,14 +63,15 @@ def _validate_config_once(validate: Callable[[dict], None]) -> Callable[[dict], 
             validate(config)
             passed.add(key)
 
-    validate_once.smrl_memoized = True
+    validate_once.smrl_memoized = True  # type: ignore[attr-defined]
     return validate_once
 
 
 # Patch of the SDK (sagemaker.utils.validate_sagemaker_config, used by every config
 # lookup): same validation, done once per distinct config. See _validate_config_once.
 if not getattr(sagemaker.utils.validate_sagemaker_config, "smrl_memoized", False):
-    sagemaker.utils.validate_sagemaker_config = _validate_config_once(sagemaker.utils.validate_sagemaker_config)
+    sagemaker.utils.validate_sagemaker_config = _validate_config_once(  # type: ignore[assignment]
+        sagemaker.utils.validate_sagemaker_config)
 
 
 def _record_code_to_stage(prepare: Callable) -> Callable:
@@ -92,14 +88,15 @@ def _record_code_to_stage(prepare: Callable) -> Callable:
                 dependencies=list(self.dependencies or []), whole_source_dir=source_dir_given
             )
 
-    prepare_for_training.smrl_records_code = True
+    prepare_for_training.smrl_records_code = True  # type: ignore[attr-defined]
     return prepare_for_training
 
 
 # Patch of the SDK (Framework._prepare_for_training, run by every framework estimator's
 # fit()): the same preparation, plus a note of the job's dependencies. See _record_code_to_stage.
 if not getattr(Framework._prepare_for_training, "smrl_records_code", False):
-    Framework._prepare_for_training = _record_code_to_stage(Framework._prepare_for_training)
+    Framework._prepare_for_training = _record_code_to_stage(  # type: ignore[method-assign]
+        Framework._prepare_for_training)
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,7 @@ def stage_code(hyperparameters: dict, plan: CodeToStage | None, target: Path) ->
     return {**hyperparameters, DIR_PARAM_NAME: json.dumps(target.as_uri())}
 
 
-class AWSCallRefused(RuntimeError):
+class AWSCallRefused(UserError, RuntimeError):
     """Something tried to call an AWS API through the local session."""
 
 
@@ -165,47 +162,6 @@ def _offline_boto_session(region: str) -> boto3.Session:
     )
 
 
-class _IsolatedContainer(_SageMakerContainer):
-    """The SDK's job runner, recording what it creates so it can all be removed, and
-    declaring the network external so compose never creates a non-internal one."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.created_folders: list[str] = []
-        self.wheelhouse: Path | None = None  # wheels of the job's requirements.txt
-
-    def _create_tmp_folder(self):
-        folder = super()._create_tmp_folder()
-        self.created_folders.append(folder)
-        return folder
-
-    def _prepare_training_volumes(self, data_dir, input_data_config, output_data_config, hyperparameters):
-        volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
-        if self.wheelhouse is not None:
-            volumes.append(_Volume(str(self.wheelhouse), CONTAINER_WHEELHOUSE_DIR))
-        return volumes
-
-    def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
-        content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
-        # What compose runs; the SDK goes on reading `content`, whose volume strings it
-        # parses as host:container (it cannot read a mode).
-        written = copy.deepcopy(content)
-        if NETWORK_NAME in written.get("networks", {}):  # absent in SageMaker Studio
-            written["networks"][NETWORK_NAME]["external"] = True
-        for service in written["services"].values():
-            service["volumes"] = [_read_only(v) for v in service.get("volumes", [])]
-        with open(os.path.join(self.container_root, DOCKER_COMPOSE_FILENAME), "w") as f:
-            yaml.safe_dump(written, f, default_flow_style=False)
-        return content
-
-
-def _read_only(volume: str) -> str:
-    """The job's code and wheelhouse are mounted read-only: see stage_code."""
-    if volume.removesuffix(":z").endswith((f":{CONTAINER_CODE_DIR}", f":{CONTAINER_WHEELHOUSE_DIR}")):
-        return volume + (",ro" if volume.endswith(":z") else ":ro")
-    return volume
-
-
 class _GuardedLocalClient(LocalSagemakerClient):
     """Runs local training jobs inside a ``JobGuard``."""
 
@@ -221,7 +177,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
     ):
         """Same contract as ``LocalSagemakerClient.create_training_job``, plus the guard
         rails of ``emulator.jobs``; without the SDK's telemetry wrapper."""
-        session = self.sagemaker_session
+        session = cast("LocalRLSession", self.sagemaker_session)
         image = AlgorithmSpecification["TrainingImage"]
         instance_type = ResourceConfig["InstanceType"]
         if not OutputDataConfig.get("S3OutputPath"):
@@ -232,23 +188,23 @@ class _GuardedLocalClient(LocalSagemakerClient):
         client = require_engine()
         try:
             with JobGuard(client, image, instance_type, session.boto_region_name) as guard:
-                container = _IsolatedContainer(
+                container = TrainingContainer(
                     instance_type,
                     ResourceConfig["InstanceCount"],
                     image,
                     sagemaker_session=session,
                 )
-                guard.hosts = container.hosts
-                guard.folders = container.created_folders
+                guard.container = container
                 staged = Path(session.work_dir, "code", TrainingJobName)
-                guard.folders.append(str(staged))
+                guard.extra_folders.append(str(staged))
                 hyperparameters = stage_code(
                     kwargs.get("HyperParameters", {}), session.code_to_stage.pop(TrainingJobName, None), staged
                 )
-                if (staged / REQUIREMENTS_FILE).is_file():
-                    lock = IMAGES["training"].lock_file("gpu" if instance_type == "local_gpu" else "cpu")
+                requirements = staged / contract.REQUIREMENTS_FILE
+                if requirements.is_file():
+                    lock = IMAGES["training"].lock_file(variant_for(instance_type))
                     container.wheelhouse = requirements_wheelhouse(
-                        staged / REQUIREMENTS_FILE, lock, Path(session.work_dir, "requirements-wheelhouse")
+                        requirements, lock, Path(session.work_dir, "requirements-wheelhouse")
                     )
                 if AlgorithmSpecification.get("ContainerEntrypoint"):
                     container.container_entrypoint = AlgorithmSpecification["ContainerEntrypoint"]
@@ -266,7 +222,6 @@ class _GuardedLocalClient(LocalSagemakerClient):
         finally:
             client.close()
         LocalSagemakerClient._training_jobs[TrainingJobName] = job
-
 
     def create_endpoint(self, EndpointName, EndpointConfigName, Tags=None):
         """Same contract as ``LocalSagemakerClient.create_endpoint``; serves through
@@ -311,16 +266,7 @@ class LocalRLSession(LocalSession):
         """A role name as a placeholder ARN; the SDK's version asks IAM. Local jobs use no role."""
         if "/" in role:
             return role
-        return f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/{role}"
-
-
-def default_region() -> str:
-    """The region the SDK computes image URIs for: AWS_REGION, AWS_DEFAULT_REGION, or us-west-2."""
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-
-
-def _default_work_dir() -> Path:
-    return Path(os.environ.get("SMRL_WORK_DIR") or Path.cwd() / ".smrl")
+        return f"arn:aws:iam::{contract.PLACEHOLDER_ACCOUNT}:role/{role}"
 
 
 def local_session(region: str | None = None, work_dir: str | Path | None = None) -> LocalRLSession:
@@ -341,7 +287,7 @@ def local_session(region: str | None = None, work_dir: str | Path | None = None)
     host's AWS config and fail on, e.g., an ``AWS_PROFILE`` that does not exist; and AWS
     calls made through it are refused like the session's own.
     """
-    work_dir = Path(work_dir or _default_work_dir()).resolve()
+    work_dir = Path(work_dir or resources.work_dir()).resolve()
     boto_session = _offline_boto_session(region or default_region())
     boto3.DEFAULT_SESSION = _offline_boto_session(region or default_region())
     return LocalRLSession(boto_session, work_dir)

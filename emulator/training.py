@@ -18,30 +18,36 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, TextIO
 
-from emulator import metrics
+from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
+
+from emulator import contract, metrics, resources
+from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
-from emulator.images import PROJECT_ROOT, build_image
-from emulator.jobs import JobSetupError
+from emulator.errors import ModelNotFoundError, UserError
+from emulator.images import build_image, variant_for
+from emulator.session import LocalRLSession, local_session
 
-PRESETS_DIR = PROJECT_ROOT / "presets"
 DEFAULT_ENTRY_POINT = "train_coach.py"
-DEFAULT_PRESET = "preset-cartpole-dqn"
 DEFAULT_OUTPUT_DIR = Path("output")
-PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/sagemaker-rl-local"
 LATEST_LINK = "latest"
 _PROGRESS_EVERY_EPISODES = 10
-_ERROR_LINE = re.compile(r"smrl-coach error: (.*)")
+_ERROR_LINE = re.compile(re.escape(contract.COACH_ERROR_PREFIX) + r"(.*)")
 
 Log = Callable[[str], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """The training job failed; the message carries the container's reason and the log's path."""
+
+
+class TrainingConfigError(UserError, ValueError):
+    """`train` was called with arguments it cannot run; the message says which and why."""
 
 
 @dataclass
@@ -57,14 +63,14 @@ class TrainingResult:
 
 
 def train(
-    preset: str = DEFAULT_PRESET,
+    preset: str = resources.DEFAULT_PRESET,
     *,
     hyperparameters: dict[str, Any] | None = None,
     steps: int | None = None,
     environment: dict[str, str] | None = None,
     output_dir: str | Path = DEFAULT_OUTPUT_DIR,
     instance_type: str = "local",
-    source_dir: str | Path = PRESETS_DIR,
+    source_dir: str | Path | None = None,
     entry_point: str = DEFAULT_ENTRY_POINT,
     build: bool = True,
     log: Log = print,
@@ -80,49 +86,42 @@ def train(
             refused: the emulator keeps AWS credentials out of containers.
         output_dir: Each job gets `<output_dir>/<job name>/`; `<output_dir>/latest` points at the newest.
         instance_type: "local" (CPU image) or "local_gpu" (GPU image, needs an NVIDIA runtime).
+        source_dir: Folder of the preset and `entry_point`; default: the project's presets.
         build: Build the training image first if it is missing or out of date.
     """
-    from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
-
-    from emulator.session import local_session
-
     if instance_type not in ("local", "local_gpu"):
-        raise ValueError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
+        raise TrainingConfigError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
     aws_names = sorted(name for name in (environment or {}) if name.upper().startswith("AWS_"))
     if aws_names:
-        raise ValueError(f"environment: {', '.join(aws_names)} refused: the emulator keeps AWS settings and "
-                         "credentials out of training containers. Remove them; jobs here need none.")
+        raise TrainingConfigError(f"environment: {', '.join(aws_names)} refused: the emulator keeps AWS settings "
+                                  "and credentials out of training containers. Remove them; jobs here need none.")
+    source_dir = Path(source_dir) if source_dir is not None else resources.presets_dir()
     if build:
-        build_image("training", "gpu" if instance_type == "local_gpu" else "cpu", log=log)
+        build_image("training", variant_for(instance_type), log=log)
 
     job_name = _job_name(preset)
     job_dir = (Path(output_dir) / job_name).resolve()
     job_dir.mkdir(parents=True)
-    params: dict[str, Any] = {"RLCOACH_PRESET": preset, "save_model": 1, **(hyperparameters or {})}
+    params: dict[str, Any] = {contract.COACH_PRESET_PARAM: preset, contract.SAVE_MODEL_PARAM: 1,
+                              **(hyperparameters or {})}
     if steps is not None:
-        params["rl.improve_steps:EnvironmentSteps"] = int(steps)
+        params[contract.IMPROVE_STEPS_PARAM] = int(steps)
 
-    estimator = RLEstimator(
+    estimator = local_estimator(
+        instance_type=instance_type,
+        output_dir=job_dir,
+        session=local_session(),
         entry_point=entry_point,
         source_dir=str(source_dir),
-        toolkit=RLToolkit.COACH,
-        toolkit_version="0.11.0",
-        framework=RLFramework.MXNET,
-        role=PLACEHOLDER_ROLE,
-        instance_type=instance_type,
-        instance_count=1,
-        output_path=job_dir.as_uri(),
         hyperparameters=params,
         environment=dict(environment or {}),
-        metric_definitions=RLEstimator.default_metric_definitions(RLToolkit.COACH),
-        sagemaker_session=local_session(),
     )
     log_file = job_dir / "train.log"
     log(f"training {preset} as job {job_name} ({instance_type}); full log: {log_file}")
     started = time.monotonic()
     try:
         interrupted = fit_with_progress(estimator, job_name, log_file, log)
-    except (EngineError, JobSetupError):
+    except (EngineError, ContainerSetupError):
         # Refused before any container started: there is nothing of this job to keep.
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
@@ -141,13 +140,33 @@ def train(
     return TrainingResult(
         job_name=job_name,
         output_dir=job_dir,
-        model_data=job_dir / "model.tar.gz",
-        output_data=job_dir / "output.tar.gz",
+        model_data=job_dir / contract.MODEL_ARCHIVE,
+        output_data=job_dir / contract.OUTPUT_ARCHIVE,
         log_file=log_file,
         reward_curve=curve,
         metrics=found,
         seconds=seconds,
     )
+
+
+def local_estimator(*, instance_type: str, output_dir: Path, session: LocalRLSession, **estimator_args: Any) -> Any:
+    """An ``RLEstimator`` built from `estimator_args` as cloud code passes them, run in local
+    mode on `instance_type` with its output in `output_dir`.
+
+    Arguments the caller leaves out are those of the classic Coach + MXNet job: toolkit
+    Coach 0.11.0, framework MXNet, one instance, a placeholder role and the SDK's Coach
+    metric definitions.
+    """
+    defaults: dict[str, Any] = {
+        "toolkit": RLToolkit.COACH,
+        "toolkit_version": contract.SDK_COACH_VERSION,
+        "framework": RLFramework.MXNET,
+        "role": contract.PLACEHOLDER_ROLE,
+        "instance_count": 1,
+        "metric_definitions": RLEstimator.default_metric_definitions(RLToolkit.COACH),
+    }
+    return RLEstimator(**{**defaults, **estimator_args}, instance_type=instance_type,
+                       output_path=output_dir.as_uri(), sagemaker_session=session)
 
 
 def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log, inputs: Any = None) -> bool:
@@ -223,36 +242,32 @@ class _Progress(io.TextIOBase):
 
     def _show(self, line: str) -> None:
         if line.startswith("Training>"):
-            reward = _field(line, "Total reward")
+            reward = metrics.field(line, "Total reward")
             if reward is not None:
                 self.training_rewards.append(reward)
-            episode = _field(line, "Episode")
+            episode = metrics.field(line, "Episode")
             if episode is not None and episode % _PROGRESS_EVERY_EPISODES == 0:
                 recent = self.training_rewards[-_PROGRESS_EVERY_EPISODES:]
-                steps = _field(line, "Steps")
+                steps = metrics.field(line, "Steps")
                 self.log(f"  episode {int(episode):5d}  steps {int(steps or 0):6d}  "
                          f"training reward (mean of last {len(recent)}) {sum(recent) / len(recent):6.1f}")
         elif line.startswith("Testing>"):
-            self.log(f"  evaluation after episode {int(_field(line, 'Episode') or 0):5d}: "
-                     f"reward {_field(line, 'Total reward')}")
-        elif "smrl-coach error:" in line or "Traceback" in line or line.startswith(("Saved model file", "!!")):
+            self.log(f"  evaluation after episode {int(metrics.field(line, 'Episode') or 0):5d}: "
+                     f"reward {metrics.field(line, 'Total reward')}")
+        elif contract.COACH_ERROR_PREFIX in line or "Traceback" in line or line.startswith(("Saved model file", "!!")):
             self.log(f"  {line}")
-
-
-def _field(line: str, name: str) -> float | None:
-    found = re.search(rf"\b{re.escape(name)}=([-0-9.eE+]+)", line)
-    return float(found.group(1)) if found else None
 
 
 def failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
     """The container's own reason (its /opt/ml/output/failure file, or the error line of the log)."""
     reason = None
-    output = job_dir / "output.tar.gz"
+    output = job_dir / contract.OUTPUT_ARCHIVE
     if output.exists():
         with tarfile.open(output) as tar:
-            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == "failure"), None)
-            if member is not None:
-                reason = tar.extractfile(member).read().decode(errors="replace").strip()
+            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == contract.FAILURE_FILE.name), None)
+            extracted = tar.extractfile(member) if member is not None else None
+            if extracted is not None:
+                reason = extracted.read().decode(errors="replace").strip()
     if reason is None and log_file.exists():
         errors = _ERROR_LINE.findall(log_file.read_text())
         reason = errors[-1] if errors else None
@@ -272,5 +287,5 @@ def newest_model(output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> Path:
     latest = Path(output_dir) / LATEST_LINK / "model.tar.gz"
     if latest.is_file():
         return latest.resolve()
-    raise FileNotFoundError(f"No trained model at {latest}: run `make local-train` (or `smrl-local train`) first, "
+    raise ModelNotFoundError(f"No trained model at {latest}: run `make local-train` (or `smrl-local train`) first, "
                             "or pass --model PATH.")

@@ -21,6 +21,14 @@ CONFORMANCE_DIR = Path(os.environ.get("SMRL_CONFORMANCE_DIR") or REPO.parent / "
 RL_EXAMPLES = CONFORMANCE_DIR / "amazon-sagemaker-examples" / "reinforcement_learning"
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the Docker engine (through any fixture) is an integration test:
+    `make check` runs the others, with no engine and no images."""
+    for item in items:
+        if "docker_engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -30,8 +30,6 @@ import pytest
 from conftest import job_container_count
 from emulator.metrics import parse_metrics
 
-pytestmark = pytest.mark.integration
-
 SESSION_EDIT = ("RLEstimator(", "RLEstimator(\n    sagemaker_session=local_session(),")
 
 

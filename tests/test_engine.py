@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -118,14 +117,10 @@ def test_ensure_without_root_on_debian_prints_the_problems(monkeypatch, capsys):
     assert "Docker engine not answering" in capsys.readouterr().err
 
 
-@pytest.mark.integration
-def test_ensure_is_quick_when_the_engine_is_ready(docker_engine):
-    start = time.monotonic()
+def test_ensure_says_ready_and_changes_nothing_when_the_engine_is_ready(docker_engine):
     result = subprocess.run(
         [sys.executable, "-m", "emulator.engine", "ensure"], capture_output=True, text=True
     )
-    elapsed = time.monotonic() - start
 
     assert result.returncode == 0, result.stderr
-    assert "ready" in result.stdout
-    assert elapsed < 2.0  # ~0.2 s measured; the bound leaves room for slow CI machines
+    assert result.stdout == "Docker engine and compose are ready.\n"

@@ -15,8 +15,6 @@ import emulator
 from conftest import job_container_count
 from emulator.jobcode import JobCodeError
 
-pytestmark = pytest.mark.integration
-
 JOB = Path(__file__).parent / "fixtures" / "job_code"
 
 

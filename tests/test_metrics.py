@@ -90,11 +90,16 @@ def test_lines_without_episode_numbers_give_no_episode_series():
 def test_table_summarises_training_and_evaluation():
     table = format_table(parse_metrics(COACH_LOG))
 
-    assert "training episodes" in table and " 3" in table
-    assert "first training reward" in table and "21" in table
-    assert "best training reward" in table and "35" in table
-    assert "mean of last 3 training rewards" in table and "22.67" in table
-    assert "best evaluation reward" in table and "200" in table
+    rows = dict(line.rsplit(maxsplit=1) for line in table.splitlines())
+    assert {label.strip(): value for label, value in rows.items()} == {
+        "training episodes": "3",
+        "first training reward": "21",
+        "last training reward": "12",
+        "best training reward": "35",
+        "mean of last 3 training rewards": "22.67",
+        "evaluations": "1",
+        "best evaluation reward": "200",
+    }
 
 
 def test_table_explains_an_empty_log():

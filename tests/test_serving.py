@@ -18,10 +18,9 @@ import pytest
 
 import emulator
 from conftest import job_container_count
+from emulator.containers import SERVING_NETWORK
 from emulator.endpoints import run_episodes
-from emulator.serving import SERVING_NETWORK, EndpointError, port_is_free
-
-pytestmark = pytest.mark.integration
+from emulator.serving import EndpointError, port_is_free
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,10 +118,10 @@ def test_bad_requests_get_their_status_and_the_endpoint_keeps_serving(
 
 
 def test_the_endpoint_is_removed_when_the_block_raises(dqn_run, inference_image_ready, nothing_left_behind):
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(RuntimeError, match="the user's code failed"):
         with emulator.endpoint(dqn_run.model_data) as predictor:
             port = int(predictor.url.rsplit(":", 1)[1])
-            1 / 0
+            raise RuntimeError("the user's code failed")
     assert port_is_free(port)
 
 

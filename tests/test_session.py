@@ -95,12 +95,12 @@ def test_containers_get_placeholder_credentials_never_the_hosts(
 ):
     from sagemaker.local.image import _SageMakerContainer
 
-    from emulator.session import _IsolatedContainer
+    from emulator.containers import TrainingContainer
 
     monkeypatch.setattr(
         _SageMakerContainer, "_get_compose_cmd_prefix", staticmethod(lambda: ["docker-compose"])
     )
-    container = _IsolatedContainer(
+    container = TrainingContainer(
         "local", 2, "image:tag", sagemaker_session=local_session(work_dir=tmp_path)
     )
     container.container_root = str(tmp_path)
@@ -124,12 +124,12 @@ def test_compose_file_uses_the_pre_created_network_and_never_creates_one(
 ):
     from sagemaker.local.image import _SageMakerContainer
 
-    from emulator.session import _IsolatedContainer
+    from emulator.containers import TrainingContainer
 
     monkeypatch.setattr(
         _SageMakerContainer, "_get_compose_cmd_prefix", staticmethod(lambda: ["docker-compose"])
     )
-    container = _IsolatedContainer("local", 1, "image:tag", sagemaker_session=session)
+    container = TrainingContainer("local", 1, "image:tag", sagemaker_session=session)
     container.container_root = str(tmp_path)
 
     container._generate_compose_file("train")
@@ -326,13 +326,13 @@ def test_fit_runs_on_an_internal_network_and_leaves_nothing_behind(
 
 @pytest.mark.integration
 def test_guard_creates_the_network_internal(docker_engine):
-    from emulator.jobs import ensure_network, release_network
+    from emulator.containers import TRAINING_NETWORK, ensure_network, release_network
 
-    ensure_network(docker_engine)
+    ensure_network(docker_engine, TRAINING_NETWORK, internal=True)
     try:
         assert docker_engine.networks.get("sagemaker-local").attrs["Internal"] is True
     finally:
-        release_network(docker_engine)
+        release_network(docker_engine, TRAINING_NETWORK)
     assert docker_engine.networks.list(names=["sagemaker-local"]) == []
 
 
@@ -380,12 +380,12 @@ def test_interrupted_job_leaves_nothing_behind(docker_engine, tiny_image, sessio
 def test_missing_image_fails_before_any_container_without_pulling(
     docker_engine, session, network_audit
 ):
-    from emulator.jobs import JobSetupError
+    from emulator.containers import ContainerSetupError
 
     before = _footprint(docker_engine)
     image = "520713654638.dkr.ecr.eu-north-1.amazonaws.com/sagemaker-rl-mxnet:coach0.11.0-cpu-py3"
 
-    with pytest.raises(JobSetupError, match="never pulls.*`smrl-local build`"):
+    with pytest.raises(ContainerSetupError, match="never pulls.*`smrl-local build"):
         _estimator(session, image).fit()
 
     assert _footprint(docker_engine) == before
@@ -411,29 +411,29 @@ def test_local_gpu_without_nvidia_support_fails_before_any_container(
 
 @pytest.mark.integration
 def test_a_non_internal_network_is_replaced_unless_in_use(docker_engine, tiny_image):
-    from emulator.jobs import JobSetupError, ensure_network, release_network
+    from emulator.containers import TRAINING_NETWORK, ContainerSetupError, ensure_network, release_network
 
     docker_engine.networks.create("sagemaker-local")
     user = docker_engine.containers.run(
         tiny_image, ["sleep", "60"], network="sagemaker-local", detach=True
     )
     try:
-        with pytest.raises(JobSetupError, match="without internal=True and is used by"):
-            ensure_network(docker_engine)
+        with pytest.raises(ContainerSetupError, match="exists with internal=False and is used by"):
+            ensure_network(docker_engine, TRAINING_NETWORK, internal=True)
     finally:
         user.remove(force=True)
 
-    ensure_network(docker_engine)
+    ensure_network(docker_engine, TRAINING_NETWORK, internal=True)
 
     assert docker_engine.networks.get("sagemaker-local").attrs["Internal"] is True
-    release_network(docker_engine)
+    release_network(docker_engine, TRAINING_NETWORK)
 
 
 @pytest.mark.integration
 def test_local_training_images_get_the_uri_the_sdk_computes(docker_engine, tiny_image):
-    from emulator.jobs import LOCAL_TRAINING_IMAGES, ensure_sdk_tags
+    from emulator.images import ensure_sdk_tags, training_image
 
-    local_tag = LOCAL_TRAINING_IMAGES["local"]
+    local_tag = training_image("cpu")
     uri = "520713654638.dkr.ecr.ap-southeast-2.amazonaws.com/sagemaker-rl-mxnet:coach0.11.0-cpu-py3"
     borrowed = not docker_engine.images.list(name=local_tag)
     if borrowed:  # stand in for the real image without touching one that exists
@@ -456,7 +456,7 @@ def test_local_training_images_get_the_uri_the_sdk_computes(docker_engine, tiny_
 def test_folders_with_files_the_host_user_cannot_delete_are_emptied_from_a_container(
     docker_engine, tiny_image, tmp_path, monkeypatch
 ):
-    from emulator import jobs
+    from emulator import containers
 
     folder = tmp_path / "job"
     (folder / "model").mkdir(parents=True)
@@ -470,9 +470,9 @@ def test_folders_with_files_the_host_user_cannot_delete_are_emptied_from_a_conta
             raise PermissionError(13, "Permission denied", str(path))
         real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(jobs.shutil, "rmtree", rmtree_denied_once)
+    monkeypatch.setattr(containers.shutil, "rmtree", rmtree_denied_once)
 
-    jobs.remove_tree(folder, docker_engine, tiny_image)
+    containers.remove_tree(folder, docker_engine, tiny_image)
 
     assert not folder.exists()
     assert len(calls) == 2

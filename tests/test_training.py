@@ -19,8 +19,6 @@ import pytest
 
 from emulator.training import TrainingError, train
 
-pytestmark = pytest.mark.integration
-
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 def run_in_image(client, image: str, command: list[str], **options) -> str:
     return client.containers.run(image, command, remove=True, network_mode="none", **options).decode()

@@ -8,7 +8,7 @@ default) or, with SMRL_COACH_FAST=0, stock Coach. These tests run inside the rea
   clipped-PPO presets give the same loss, fetched values and updated weights within
   float32 tolerance (they are in fact bit-identical, bar the logged gradient norm);
 - the same seeded run in both modes gives the same episodes (identical trajectories), and
-  the fast one is faster;
+  the fast one is faster (by how much: benchmarks/test_training.py);
 - the DQN preset trained as a job (`train`, seed 0) reaches evaluation reward 150 within
   its default budget.
 """
@@ -22,8 +22,6 @@ from pathlib import Path
 import pytest
 
 from emulator.images import build_image, training_image
-
-pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "training_speed"
@@ -68,17 +66,13 @@ def _bench(client, image: str, mode: str, preset: str, steps: int) -> dict:
 
 
 @pytest.mark.parametrize("preset,steps", [("preset-cartpole-dqn", 1500), ("preset-cartpole-clippedppo", 4096)])
-def test_fast_path_trains_identically_and_faster(docker_engine, image, preset, steps):
-    # warm-up run first, then the pair back to back (the machine may be busy with other work)
-    _bench(docker_engine, image, "1", preset, 200)
+def test_fast_path_trains_identically_to_stock_coach(docker_engine, image, preset, steps):
+    # How much faster it is lives in benchmarks/test_training.py, side by side in one run.
     stock = _bench(docker_engine, image, "0", preset, steps)
     fast = _bench(docker_engine, image, "1", preset, steps)
     assert (stock["mode"], fast["mode"]) == ("stock", "fast")
     assert fast["episodes"] == stock["episodes"] and fast["rewards_sha"] == stock["rewards_sha"], (stock, fast)
     assert fast["grad_steps"] == stock["grad_steps"] > 0
-    # The ratio measured on a quiet 2-core machine is 3-4x (DQN); a loose floor here, since
-    # the engine may share the cores with other jobs.
-    assert fast["env_steps_per_s"] > 1.5 * stock["env_steps_per_s"], (stock, fast)
 
 
 def test_fast_dqn_job_reaches_reward_150_within_its_default_budget(docker_engine, image, tmp_path):

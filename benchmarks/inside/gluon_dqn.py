@@ -19,9 +19,8 @@ import argparse
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon, nd
-
 from common import context, emit, environment_info, timed_loop
+from mxnet import autograd, gluon, nd
 
 OBSERVATION_SIZE, ACTIONS, BATCH, DISCOUNT = 4, 2, 32, 0.99
 TARGET_SYNC_STEPS = 100

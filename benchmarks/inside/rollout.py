@@ -22,7 +22,6 @@ from pathlib import Path
 
 import gymnasium
 import numpy as np
-
 from common import context, emit, environment_info, timed_loop
 
 ENV_ID = "CartPole-v0"
@@ -31,6 +30,7 @@ ENV_ID = "CartPole-v0"
 def load_policy(archive: Path, ctx_name: str):
     """The network from a model.tar.gz, as a function observations (B, 4) -> actions (B,)."""
     import mxnet as mx
+
     from smrl_coach.model_export import load_mxnet
 
     model_dir = Path(tempfile.mkdtemp(prefix="policy-"))
@@ -43,7 +43,7 @@ def load_policy(archive: Path, ctx_name: str):
 
     def act(observations: np.ndarray) -> np.ndarray:
         q = net(mx.nd.array(observations, ctx=ctx))
-        if isinstance(q, (list, tuple)):
+        if isinstance(q, list | tuple):
             q = q[0]
         return q.asnumpy().argmax(axis=1)
 

@@ -1,0 +1,243 @@
+"""The containers of local jobs and endpoints, owned from creation to removal.
+
+The SDK's local mode runs each job or endpoint through compose (``_SageMakerContainer``)
+but never removes what it creates: containers, temp folders (partly written as root),
+networks. ``OwnedContainer`` is that runner, recording its temp folders and rewriting the
+compose file it runs (never the copy the SDK goes on reading); ``TrainingContainer`` and
+``ServingContainer`` differ only in what they rewrite. The functions below create our
+networks and remove everything again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer, _Volume
+
+from emulator import contract
+from emulator.errors import UserError
+from emulator.images import is_our_image
+
+logger = logging.getLogger(__name__)
+
+# Training containers talk to each other here and reach nothing beyond this machine.
+TRAINING_NETWORK = "sagemaker-local"
+# Serving containers publish a port on 127.0.0.1, which needs a normal (not internal) bridge.
+SERVING_NETWORK = "sagemaker-local-serving"
+LOOPBACK = "127.0.0.1"
+BUILD_IMAGES_FIX = "Build the images: `smrl-local build --image all` (or `make images`)."
+
+
+class ContainerSetupError(UserError, RuntimeError):
+    """A container cannot start safely; the message says why and how to fix it."""
+
+
+class OwnedContainer(_SageMakerContainer):
+    """The SDK's compose runner, recording the temp folders it creates (``created_folders``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.created_folders: list[str] = []
+
+    def _create_tmp_folder(self) -> str:
+        folder = super()._create_tmp_folder()
+        self.created_folders.append(folder)
+        return folder
+
+    def _generate_compose_file(self, command, additional_volumes=None, additional_env_vars=None):
+        content = super()._generate_compose_file(command, additional_volumes, additional_env_vars)
+        # Compose runs the rewritten file; the SDK goes on reading `content`, whose volume
+        # strings it parses as host:container (it cannot read a mode).
+        written = self.rewrite_compose(copy.deepcopy(content))
+        with open(os.path.join(str(self.container_root), DOCKER_COMPOSE_FILENAME), "w") as f:
+            yaml.safe_dump(written, f, default_flow_style=False)
+        return content
+
+    def rewrite_compose(self, content: dict) -> dict:
+        """What compose runs instead of the SDK's compose file; unchanged here."""
+        return content
+
+    def remove(self, client: docker.DockerClient) -> None:
+        """Removes the containers (running or not) and the temp folders."""
+        remove_containers(client, self.hosts)
+        for folder in self.created_folders:
+            remove_tree(folder, client, self.image)
+
+
+class TrainingContainer(OwnedContainer):
+    """A training job's containers: on the internal training network, with the job's code
+    and the wheels of its requirements.txt mounted read-only."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.wheelhouse: Path | None = None  # wheels of the job's requirements.txt
+
+    def _prepare_training_volumes(self, data_dir, input_data_config, output_data_config, hyperparameters):
+        volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
+        if self.wheelhouse is not None:
+            volumes.append(_Volume(str(self.wheelhouse), str(contract.JOB_WHEELHOUSE_DIR)))
+        return volumes
+
+    def rewrite_compose(self, content: dict) -> dict:
+        if TRAINING_NETWORK in content.get("networks", {}):  # absent in SageMaker Studio
+            # Created (internal) and removed by us; compose must not create a routable one.
+            content["networks"][TRAINING_NETWORK]["external"] = True
+        for service in content["services"].values():
+            service["volumes"] = [_read_only(v) for v in service.get("volumes", [])]
+        return content
+
+
+def _read_only(volume: str) -> str:
+    """The job's code and wheelhouse are mounted read-only: a job can neither see later edits
+    nor change the user's files."""
+    if volume.removesuffix(":z").endswith((f":{contract.CODE_DIR}", f":{contract.JOB_WHEELHOUSE_DIR}")):
+        return volume + (",ro" if volume.endswith(":z") else ":ro")
+    return volume
+
+
+class ServingContainer(OwnedContainer):
+    """An endpoint's container: port 8080 published on 127.0.0.1:`port` only, on the serving network."""
+
+    def __init__(self, *args: Any, port: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.port = port
+
+    def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
+        config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
+        config["ports"] = [f"{LOOPBACK}:{self.port}:{contract.SERVING_PORT}"]
+        config["networks"] = {SERVING_NETWORK: {"aliases": [host]}}
+        return config
+
+    def rewrite_compose(self, content: dict) -> dict:
+        # Created (and removed) by us; compose must not create one of its own.
+        content["networks"] = {SERVING_NETWORK: {"name": SERVING_NETWORK, "external": True}}
+        return content
+
+
+# -- images and networks -------------------------------------------------------------------
+
+def require_image(client: docker.DockerClient, image: str, purpose: str) -> None:
+    """Local mode would try to pull a missing image from a registry: refuse it first.
+
+    Raises:
+        ContainerSetupError: `image` is not on this machine; the message says how to build it.
+    """
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        fix = (BUILD_IMAGES_FIX if is_our_image(image)
+               else "Build or load it first (`docker build -t IMAGE ...` or `docker load`).")
+        raise ContainerSetupError(
+            f"Image {image} is not on this machine, and local {purpose} never pulls from a registry. {fix}"
+        ) from None
+
+
+def ensure_network(client: docker.DockerClient, name: str, *, internal: bool) -> None:
+    """Creates the bridge network `name`, internal or not, unless it exists as asked.
+
+    A network of that name with the other setting (the SDK creates a routable
+    ``sagemaker-local`` for its endpoints) is replaced when no container uses it.
+
+    Raises:
+        ContainerSetupError: such a network exists and containers use it.
+    """
+    for network in client.networks.list(names=[name]):
+        if network.name != name:  # the filter matches substrings
+            continue
+        if bool(network.attrs.get("Internal")) == internal:
+            return
+        network.reload()  # list() leaves out the attached containers
+        users = [c["Name"] for c in (network.attrs.get("Containers") or {}).values()]
+        if users:
+            raise ContainerSetupError(
+                f"Docker network {name} exists with internal={not internal} and is used by {', '.join(users)} "
+                f"(a local endpoint?). It must be internal={internal} here. Stop those containers "
+                f"(`predictor.delete_endpoint()` or `docker rm -f {' '.join(users)}`) and try again."
+            )
+        network.remove()
+    try:
+        client.networks.create(name, driver="bridge", internal=internal)
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: a parallel job created it first
+            raise
+
+
+def release_network(client: docker.DockerClient, name: str) -> None:
+    """Removes the network `name` unless a container still uses it."""
+    for network in client.networks.list(names=[name]):
+        if network.name != name:  # the filter matches substrings
+            continue
+        network.reload()
+        if network.attrs.get("Containers"):
+            return
+        try:
+            network.remove()
+        except docker.errors.APIError as exc:
+            # A container of another process attached meanwhile: leave it to that one.
+            logger.debug("Kept network %s: %s", name, exc)
+
+
+# -- removal -------------------------------------------------------------------------------
+
+def count_job_containers(client: docker.DockerClient) -> int:
+    """Containers of local-mode jobs and endpoints on this engine (compose labels them)."""
+    return len(client.containers.list(all=True, filters={"label": "com.docker.compose.project"}))
+
+
+def containers_of(client: docker.DockerClient, hosts: list[str]) -> list[Any]:
+    """The containers of one job or endpoint, running or not.
+
+    The SDK names each service after its host (``algo-N-<random suffix>``, unique per job)
+    and compose labels the containers with it, so the label finds exactly these.
+    """
+    found = []
+    for host in hosts:
+        for container in client.containers.list(all=True, filters={"label": f"com.docker.compose.service={host}"}):
+            if (container.name or "").endswith(host):
+                found.append(container)
+    return found
+
+
+def remove_containers(client: docker.DockerClient, hosts: list[str]) -> list[str]:
+    """Removes the containers of one job or endpoint, running or not; returns their names."""
+    removed = []
+    for container in containers_of(client, hosts):
+        container.remove(force=True, v=True)
+        removed.append(container.name)
+    return removed
+
+
+def remove_tree(path: str | os.PathLike, client: docker.DockerClient, image: str) -> None:
+    """Deletes a job folder, including files the containers wrote as root.
+
+    Those files cannot be deleted by a non-root user on Linux, so on a permission error
+    the folder's content is deleted from inside a throwaway container of the job image.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        shutil.rmtree(path)
+        return
+    except PermissionError:
+        pass
+    client.containers.run(
+        image,
+        entrypoint=["/bin/sh", "-c", "rm -rf /smrl-cleanup/* /smrl-cleanup/.[!.]*"],
+        volumes={str(path.resolve()): {"bind": "/smrl-cleanup", "mode": "rw"}},
+        user="0",
+        network_mode="none",
+        remove=True,
+    )
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        logger.warning("Could not delete %s (%s). Delete it with `sudo rm -rf %s`.", path, exc, path)

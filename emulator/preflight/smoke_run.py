@@ -1,0 +1,188 @@
+"""The job itself, shrunk: a short training run through the SDK's local mode, then what it
+left (checkpoint, model archive) and the model served by a local endpoint.
+
+``smoke_run`` runs them in order; the archive checks are pure functions of the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+from sagemaker.rl import RLEstimator
+
+from emulator import contract
+from emulator.containers import count_job_containers
+from emulator.diagnosis import diagnose
+from emulator.endpoints import endpoint
+from emulator.jobspec import JobSpec
+from emulator.metrics import normalise_line
+from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Log, Report
+from emulator.serving import EndpointError
+from emulator.session import local_session
+from emulator.training import TrainingError, failure_message, fit_with_progress, local_estimator
+
+
+def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps: int, report: Report,
+              log: Log) -> None:
+    """Trains the job shrunk to `steps` on `local_type`, then checks its metrics, checkpoint,
+    model archive, endpoint, and that nothing was left behind."""
+    before = count_job_containers(client)
+    with tempfile.TemporaryDirectory(prefix="smrl-preflight-") as tmp:
+        work = Path(tmp)
+        inputs = spec.fit.get("inputs")
+        if inputs is not None and "s3://" in json.dumps(inputs, default=str):
+            report.add(Check("inputs", WARN, "the job's fit() inputs are on S3, which the pre-flight cannot read: the "
+                             "smoke run goes without them",
+                             "keep a small local copy and pass file:// inputs to check them too"), log)
+            inputs = None
+        trained, log_text = _smoke_training(spec, local_type, steps, work, inputs, report, log)
+        definitions = (spec.estimator.get("metric_definitions")
+                       or RLEstimator.default_metric_definitions(spec.estimator["toolkit"]))
+        for check in check_metrics(definitions, log_text):
+            report.add(check, log)
+        output, model = work / "out" / contract.OUTPUT_ARCHIVE, work / "out" / contract.MODEL_ARCHIVE
+        if output.exists():
+            report.add(check_checkpoint(output), log)
+        if not trained or not model.exists():
+            report.add(Check("endpoint", SKIP, "not run: no trained model"), log)
+        else:
+            report.add(check_model_archive(model), log)
+            report.add(check_endpoint(spec, model), log)
+    report.add(check_cleanup(count_job_containers(client) - before), log)
+
+
+def _smoke_estimator(spec: JobSpec, instance_type: str, work: Path, steps: int) -> Any:
+    """The user's estimator as written, run locally for `steps` environment steps with the model saved."""
+    kwargs = {k: v for k, v in spec.estimator.items() if k not in ("sagemaker_session", "instance_type", "output_path")}
+    kwargs["source_dir"] = str(spec.source_dir) if spec.source_dir else None
+    kwargs["entry_point"] = spec.estimator["entry_point"] if spec.source_dir else str(spec.entry_point_file)
+    kwargs["dependencies"] = [str(spec.resolve(d)) for d in spec.estimator.get("dependencies") or []]
+    hyperparameters = spec.hyperparameters
+    if steps:
+        hyperparameters[contract.IMPROVE_STEPS_PARAM] = steps
+    hyperparameters[contract.SAVE_MODEL_PARAM] = 1
+    kwargs["hyperparameters"] = hyperparameters
+    return local_estimator(instance_type=instance_type, output_dir=work / "out",
+                           session=local_session(work_dir=work / "session"), **kwargs)
+
+
+def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inputs: Any, report: Report,
+                    log: Log) -> tuple[bool, str]:
+    """Runs the shrunk job; returns whether it succeeded, and its log."""
+    estimator = _smoke_estimator(spec, local_type, work, steps)
+    log_file = work / "train.log"
+    begun = time.monotonic()
+    try:
+        fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file, lambda line: None,
+                          inputs=inputs)
+        report.add(Check("smoke training", PASS, f"{local_type}, {steps} environment steps: job succeeded",
+                         seconds=time.monotonic() - begun), log)
+        trained = True
+    except (RuntimeError, TrainingError) as error:
+        reason = failure_message(work / "out", log_file, error)
+        known = diagnose(log_file.read_text() if log_file.exists() else str(error), spec.base_dir)
+        report.add(Check("smoke training", FAIL, reason + (f"\n      cause: {known.cause}" if known else ""),
+                         known.fix if known else "fix the error above (the full log is in the message)",
+                         seconds=time.monotonic() - begun), log)
+        trained = False
+    return trained, log_file.read_text() if log_file.exists() else ""
+
+
+def check_metrics(definitions: list[dict[str, str]], log_text: str) -> list[Check]:
+    lines = [normalise_line(line) for line in log_text.splitlines()]
+    checks = []
+    for definition in definitions:
+        name, regex = definition["Name"], definition["Regex"]
+        try:
+            pattern = re.compile(regex)
+        except re.error as error:
+            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} does not compile: {error}", "fix the regex"))
+            continue
+        hits = [line for line in lines if pattern.search(line)]
+        if hits:
+            last = pattern.search(hits[-1])
+            value = last.group(1) if last and pattern.groups else hits[-1][:60]
+            checks.append(Check(f"metric {name}", PASS, f"matched {len(hits)} log lines (last value {value})"))
+        else:
+            sample = [line for line in lines if line.strip()][-5:]
+            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} matched none of {len(lines)} log lines; "
+                                "last lines tried:\n        " + "\n        ".join(sample),
+                                "fix the regex against the log above; SageMaker would record no values"))
+    return checks
+
+
+def archive_members(path: Path) -> dict[str, int]:
+    """The files in a tar.gz by name (without a leading ./), with their sizes."""
+    with tarfile.open(path) as tar:
+        return {m.name.lstrip("./"): m.size for m in tar.getmembers() if m.isfile()}
+
+
+def check_checkpoint(output_archive: Path) -> Check:
+    checkpoints = [n for n in archive_members(output_archive) if n.startswith(contract.CHECKPOINT_ARCHIVE_PREFIX)]
+    if checkpoints:
+        return Check("checkpoint", PASS, f"{len(checkpoints)} files in {contract.CHECKPOINT_DIR}")
+    return Check("checkpoint", FAIL, "no checkpoint written",
+                 f"let the launcher save checkpoints to {contract.CHECKPOINT_DIR}")
+
+
+def check_model_archive(model_archive: Path) -> Check:
+    members = archive_members(model_archive)
+    size = model_archive.stat().st_size
+    listing = ", ".join(f"{n} ({b / 1024:.0f} KiB)" for n, b in sorted(members.items()))
+    if not members:
+        return Check("model archive", FAIL, f"{contract.MODEL_ARCHIVE} is empty",
+                     "run with save_model=1 so the policy is exported")
+    if contract.ONNX_FILE in members or {contract.SYMBOL_FILE, contract.PARAMS_FILE} <= set(members):
+        return Check("model archive", PASS, f"{size / 1024:.0f} KiB: {listing}")
+    return Check("model archive", WARN, f"{size / 1024:.0f} KiB, no {contract.ONNX_FILE} or MXNet export: {listing}",
+                 "only a custom model_fn can serve this; run with save_model=1 to export the policy")
+
+
+def observation_for(model_archive: Path) -> list[float] | None:
+    """A valid observation for the served model: one Coach predicted for, or zeros of the input's shape."""
+    with tarfile.open(model_archive) as tar:
+        names = {m.name.lstrip("./"): m for m in tar.getmembers()}
+        if contract.REFERENCE_FILE in names:
+            reference = _json_member(tar, names[contract.REFERENCE_FILE])
+            return next(iter(reference["inputs"].values()))[0]
+        if contract.SIGNATURE_FILE in names:
+            shape = _json_member(tar, names[contract.SIGNATURE_FILE])["inputs"][0]["shape"]
+            return [0.0] * math.prod(shape[1:])
+    return None
+
+
+def _json_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
+    data = tar.extractfile(member)
+    return json.load(data) if data is not None else None
+
+
+def check_endpoint(spec: JobSpec, model_archive: Path) -> Check:
+    """Serves the model as the job deploys it and asks it for one prediction."""
+    inference_entry = spec.deploy.get("entry_point") or spec.estimator["entry_point"]
+    source_dir = spec.resolve(spec.deploy["source_dir"]) if spec.deploy.get("source_dir") else spec.source_dir
+    observation = observation_for(model_archive)
+    begun = time.monotonic()
+    try:
+        with endpoint(model_archive, entry_point=inference_entry, source_dir=source_dir) as predictor:
+            answer = predictor.predict(observation if observation is not None else [0.0])
+    except (EndpointError, RuntimeError) as error:
+        known = diagnose(str(error))
+        return Check("endpoint", FAIL, str(error) + (f"\n      cause: {known.cause}" if known else ""),
+                     known.fix if known else "fix the inference script (model_fn/input_fn/predict_fn/"
+                     "output_fn or transform_fn) or the exported model", seconds=time.monotonic() - begun)
+    return Check("endpoint", PASS, f"served with {inference_entry}; answered {json.dumps(answer)[:120]}",
+                 seconds=time.monotonic() - begun)
+
+
+def check_cleanup(containers_left: int) -> Check:
+    if containers_left <= 0:
+        return Check("cleanup", PASS, "no container, network or endpoint left")
+    return Check("cleanup", FAIL, f"{containers_left} containers left", "docker ps -a; report this as a bug")
