@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REPO
+from conftest import job_container_count as _container_count
 from emulator.training import TrainingError, train
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parent.parent
-
-
-from conftest import job_container_count as _container_count
 
 
 def _members(archive: Path) -> dict[str, tarfile.TarInfo]:
