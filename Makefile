@@ -10,7 +10,7 @@ SERVE_ARGS ?=
 PREFLIGHT_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv engine images images-gpu local-train local-serve preflight test bench clean
+.PHONY: help venv check engine images images-gpu local-train local-serve preflight test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,8 +38,13 @@ local-serve: images  ## serve the newest trained model on 127.0.0.1, drive CartP
 preflight: images  ## pre-flight of the example cloud job presets/cartpole_job.py (all checks, about a minute)
 	$(SMRL) preflight presets/cartpole_job.py $(PREFLIGHT_ARGS)
 
-test: images  ## unit tests + integration tests against the real Docker engine (no benchmarks)
-	$(BIN)/pytest --benchmark-skip $(PYTEST_ARGS)
+check: venv  ## the quick loop, no Docker and no images: ruff, mypy, unit tests (about 25 s)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest tests -m "not integration" -q $(PYTEST_ARGS)
+
+test: check images  ## `make check`, then the integration tests against the real Docker engine (no benchmarks)
+	$(BIN)/pytest --benchmark-skip -m integration $(PYTEST_ARGS)
 
 images-gpu: engine  ## build the GPU (CUDA 11) training image: about 4 GB, not part of `make images`
 	$(SMRL) build --variant gpu

@@ -19,6 +19,7 @@ from typing import Any
 from emulator import engine
 from emulator.errors import UserError
 from emulator.preflight import DEFAULT_SMOKE_STEPS
+from emulator.progress import quiet
 from emulator.resources import DEFAULT_PRESET
 
 
@@ -106,11 +107,10 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     from emulator.preflight.runner import run
 
     spec = jobspec.load(args.job)
-    quiet = args.json
-    if not quiet:
+    if not args.json:
         print(f"pre-flight of {spec.path}")
-    report = run(spec, steps=args.steps, static_only=args.static_only, log=(lambda line: None) if quiet else print)
-    print(report.to_json() if quiet else "\n" + format_report(report))
+    report = run(spec, steps=args.steps, static_only=args.static_only, log=quiet if args.json else print)
+    print(report.to_json() if args.json else "\n" + format_report(report))
     return 0 if report.ok else 1
 
 

@@ -25,7 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from sagemaker import image_uris
 from emulator import contract, resources
 from emulator.engine import require_engine
 from emulator.errors import UserError
+from emulator.progress import Log
 
 VARIANTS = contract.VARIANTS
 DEFAULT_REGION = "us-west-2"
@@ -56,9 +57,6 @@ SDIST_MARKER = "# build-from-sdist"
 SDIST_BUILD_REQUIREMENTS = ("setuptools<67", "wheel")
 WHEEL_PLATFORM = ("--platform", "manylinux2014_x86_64", "--python-version", "3.11",
                   "--implementation", "cp", "--abi", "cp311")
-
-Log = Callable[[str], None]
-
 
 class ImageBuildError(UserError, RuntimeError):
     """An image could not be built; the message says why and what to do."""

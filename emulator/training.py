@@ -18,7 +18,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
+from emulator.progress import Log
 from emulator.session import LocalRLSession, local_session
 
 DEFAULT_ENTRY_POINT = "train_coach.py"
@@ -38,9 +39,6 @@ DEFAULT_OUTPUT_DIR = Path("output")
 LATEST_LINK = "latest"
 _PROGRESS_EVERY_EPISODES = 10
 _ERROR_LINE = re.compile(re.escape(contract.COACH_ERROR_PREFIX) + r"(.*)")
-
-Log = Callable[[str], None]
-
 
 class TrainingError(UserError, RuntimeError):
     """The training job failed; the message carries the container's reason and the log's path."""

@@ -19,7 +19,7 @@ PACKAGE = REPO / "emulator"
 
 # Each module may import only modules of a lower layer.
 LAYERS = {
-    "contract": 0, "errors": 0,
+    "contract": 0, "errors": 0, "progress": 0,
     "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1,
     "engine": 2,
     "images": 3,

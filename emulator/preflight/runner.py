@@ -10,9 +10,10 @@ from emulator.images import build_image, training_image, variant_for
 from emulator.jobspec import JobSpec
 from emulator.preflight import DEFAULT_SMOKE_STEPS
 from emulator.preflight.image_checks import check_in_image
-from emulator.preflight.report import FAIL, SKIP, Check, Log, Report
+from emulator.preflight.report import FAIL, SKIP, Check, Report
 from emulator.preflight.smoke_run import smoke_run
 from emulator.preflight.static_checks import BLOCKING, instance_kind, static_checks
+from emulator.progress import Log, quiet
 
 
 def run(spec: JobSpec, *, steps: int = DEFAULT_SMOKE_STEPS, static_only: bool = False, log: Log = print) -> Report:
@@ -34,7 +35,7 @@ def run(spec: JobSpec, *, steps: int = DEFAULT_SMOKE_STEPS, static_only: bool = 
         local_type = "local_gpu" if wants_gpu and gpu_available else "local"
         variant = variant_for(local_type)
         for kind in ("training", "inference"):
-            build_image(kind, variant, log=lambda line: None)  # seconds when up to date
+            build_image(kind, variant, log=quiet)  # seconds when up to date
         begun = time.monotonic()
         in_image = check_in_image(client, spec, training_image(variant))
         in_image[0].seconds = time.monotonic() - begun  # one container ran them all

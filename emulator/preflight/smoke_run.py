@@ -24,7 +24,8 @@ from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
 from emulator.jobspec import JobSpec
 from emulator.metrics import normalise_line
-from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Log, Report
+from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Report
+from emulator.progress import Log, quiet
 from emulator.serving import EndpointError
 from emulator.session import local_session
 from emulator.training import TrainingError, failure_message, fit_with_progress, local_estimator
@@ -81,7 +82,7 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
     log_file = work / "train.log"
     begun = time.monotonic()
     try:
-        fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file, lambda line: None,
+        fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file, quiet,
                           inputs=inputs)
         report.add(Check("smoke training", PASS, f"{local_type}, {steps} environment steps: job succeeded",
                          seconds=time.monotonic() - begun), log)

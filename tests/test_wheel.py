@@ -1,0 +1,78 @@
+"""The package installed from its wheel, run from a folder outside the checkout, finds its
+build contexts and presets inside itself: it builds (the same inputs as the checkout, so
+the images are up to date) and trains."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+# Building the wheel takes about 10 s: these run with the integration tests, not in `make check`.
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout."""
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist),
+                    str(REPO)], check=True, capture_output=True)
+    (built,) = dist.glob("sagemaker_rl_local-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(wheel, tmp_path_factory) -> Path:
+    """The wheel installed (without its dependencies, which this venv has) into a folder of its own."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    return site
+
+
+def _smrl_local(site: Path, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    cwd.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("SMRL_SOURCE_DIR", None)
+    env.pop("SMRL_WORK_DIR", None)
+    return subprocess.run([str(site / "bin" / "smrl-local"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_wheel_carries_the_build_contexts_and_presets(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for path in [*(REPO / "containers").rglob("*"), *(REPO / "presets").rglob("*")]:
+        if path.is_file() and "__pycache__" not in path.parts:
+            assert f"emulator/_bundled/{path.relative_to(REPO)}" in names
+
+
+def test_the_installed_package_runs_from_its_own_folder_not_the_checkout(installed_wheel, tmp_path):
+    done = _smrl_local(installed_wheel, tmp_path, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "preflight" in done.stdout
+    located = subprocess.run([sys.executable, "-c", "import emulator.resources as r; print(r.source_dir())"],
+                             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed_wheel)},
+                             capture_output=True, text=True, check=True)
+    assert Path(located.stdout.strip()) == installed_wheel / "emulator" / "_bundled"
+
+
+def test_the_installed_package_builds_and_trains(docker_engine, training_image_ready, inference_image_ready,
+                                                 installed_wheel, tmp_path):
+    built = _smrl_local(installed_wheel, tmp_path, "build", "--image", "all")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert built.stdout.count("up to date") == 2, built.stdout  # the same inputs as the checkout's build
+
+    trained = _smrl_local(installed_wheel, tmp_path, "train", "--no-build", "--steps", "300",
+                          "-p", "rl.evaluation_steps:EnvironmentEpisodes=1")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    (model,) = (tmp_path / "output").glob("smrl-*/model.tar.gz")
+    with tarfile.open(model) as archive:
+        assert "model.onnx" in {m.name.lstrip("./") for m in archive.getmembers()}
