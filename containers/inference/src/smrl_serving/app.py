@@ -20,7 +20,6 @@ import time
 from contextlib import contextmanager
 
 import smrl_contract as contract
-
 from smrl_serving.errors import InferenceError, InferenceTimeout, ModelNotLoaded, PayloadTooLarge
 from smrl_serving.handlers import MODEL_DIR, Transformer, import_user_module
 
@@ -87,7 +86,8 @@ def create_app(environ=os.environ):
     from smrl_serving.server import worker_count
 
     # SageMaker batch transform asks for this before sending work.
-    execution_parameters = json.dumps({"MaxConcurrentTransforms": worker_count(environ), "BatchStrategy": "MULTI_RECORD",
+    execution_parameters = json.dumps({"MaxConcurrentTransforms": worker_count(environ),
+                                       "BatchStrategy": "MULTI_RECORD",
                                        "MaxPayloadInMB": contract.MAX_PAYLOAD_BYTES // (1024 * 1024)}).encode()
 
     async def app(scope, receive, send):

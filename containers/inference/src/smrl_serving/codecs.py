@@ -23,7 +23,6 @@ import json
 import numpy as np
 
 from smrl_contract import CSV, JSON, NPY
-
 from smrl_serving.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 
 DECODABLE = (JSON, CSV, NPY)
@@ -42,6 +41,23 @@ def negotiate(accept: str | None, offered: tuple[str, ...], default: str) -> str
     """
     if not accept or not accept.strip():
         return default
+    for wanted in _media_ranges(accept):
+        if wanted in ("*/*", "*"):
+            return default
+        if wanted.endswith("/*"):
+            prefix = wanted[:-1]
+            if default.startswith(prefix):
+                return default
+            matches = [media for media in offered if media.startswith(prefix)]
+            if matches:
+                return matches[0]
+        elif wanted in offered:
+            return wanted
+    raise NotAcceptable(f"Cannot produce Accept {accept!r}: this model answers in {', '.join(offered)}.")
+
+
+def _media_ranges(accept: str) -> list[str]:
+    """The header's media ranges, best first: by q-value, then in the order given; q=0 left out."""
     ranges = []
     for position, item in enumerate(accept.split(",")):
         parts = [part.strip() for part in item.split(";")]
@@ -55,19 +71,7 @@ def negotiate(accept: str | None, offered: tuple[str, ...], default: str) -> str
                     quality = 0.0
         if parts[0] and quality > 0:
             ranges.append((-quality, position, parts[0].lower()))
-    for _, _, wanted in sorted(ranges):
-        if wanted in ("*/*", "*"):
-            return default
-        if wanted.endswith("/*"):
-            prefix = wanted[:-1]
-            if default.startswith(prefix):
-                return default
-            matches = [media for media in offered if media.startswith(prefix)]
-            if matches:
-                return matches[0]
-        elif wanted in offered:
-            return wanted
-    raise NotAcceptable(f"Cannot produce Accept {accept!r}: this model answers in {', '.join(offered)}.")
+    return [media for _, _, media in sorted(ranges)]
 
 
 # -- decoding ------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from urllib.parse import urlparse
 import numpy as np
 
 import smrl_contract as contract
-
 from smrl_serving import codecs
 from smrl_serving.errors import BadRequest
 from smrl_serving.model import Signature, load_model, read_signature

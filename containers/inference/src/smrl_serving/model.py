@@ -18,7 +18,6 @@ from pathlib import Path
 
 import smrl_contract as contract
 
-
 log = logging.getLogger(__name__)
 # SymbolBlock.imports warns that it cannot infer the input's dtype; float32 is what we feed.
 warnings.filterwarnings("ignore", message="Cannot decide type for the following arguments")

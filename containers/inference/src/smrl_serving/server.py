@@ -21,7 +21,6 @@ import sys
 
 import smrl_contract as contract
 
-
 # uvicorn's "keep idle connections" time: clients of an endpoint reuse connections.
 KEEP_ALIVE_SECONDS = 60
 

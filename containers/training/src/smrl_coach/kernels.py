@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def _adam_loop(w, g, mean, var, lr, b1, b2, c1, c2, eps):
 _SIGNATURE = "void(f4[::1], f4[::1], f4[::1], f4[::1], f4, f4, f4, f4, f4, f4)"
 
 
-def _compile() -> Optional[Callable]:
+def _compile() -> Callable | None:
     if os.environ.get(ENV_VAR, "numba").strip().lower() == "numpy":
         return None
     try:
@@ -71,11 +71,11 @@ def _compile() -> Optional[Callable]:
         return numba.njit(_SIGNATURE, cache=False, **options)(_adam_loop)
 
 
-_compiled: Optional[Callable] = None
+_compiled: Callable | None = None
 _compiled_ready = False
 
 
-def _kernel() -> Optional[Callable]:
+def _kernel() -> Callable | None:
     global _compiled, _compiled_ready
     if not _compiled_ready:
         _compiled, _compiled_ready = _compile(), True

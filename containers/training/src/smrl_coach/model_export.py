@@ -15,7 +15,6 @@ from typing import Any
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-
 from rl_coach.architectures.mxnet_components.savers import OnnxSaver
 
 ONNX_FILE = "model.onnx"
