@@ -17,12 +17,8 @@ import numpy as np
 from mxnet import gluon
 from rl_coach.architectures.mxnet_components.savers import OnnxSaver
 
-ONNX_FILE = "model.onnx"
-SYMBOL_FILE = "model-symbol.json"
-PARAMS_FILE = "model-0000.params"
-SIGNATURE_FILE = "model-signature.json"
-# Coach's own outputs for a few fixed observations: lets anyone check a loaded export.
-REFERENCE_FILE = "reference-predictions.json"
+from smrl_contract import ONNX_FILE, PARAMS_FILE, REFERENCE_FILE, SIGNATURE_FILE, SYMBOL_FILE
+
 _CHECKPOINT_ID = re.compile(r"^(\d+)_Step-\d+\.ckpt\.")
 
 
