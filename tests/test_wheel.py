@@ -5,6 +5,7 @@ the images are up to date) and trains."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,10 +22,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel built from this checkout."""
+    """The wheel built from a copy of this checkout's files (what git tracks or would track):
+    setuptools reuses a `build/` folder left in the checkout, with files since deleted."""
+    source = tmp_path_factory.mktemp("source")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                            check=True, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist),
-                    str(REPO)], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     (built,) = dist.glob("sagemaker_rl_local-*.whl")
     return built
 
@@ -47,11 +56,12 @@ def _smrl_local(site: Path, cwd: Path, *args: str, timeout: float = 600) -> subp
                           timeout=timeout)
 
 
-def test_the_wheel_carries_the_build_contexts_and_presets(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for path in [*(REPO / "containers").rglob("*"), *(REPO / "presets").rglob("*")]:
-        if path.is_file() and "__pycache__" not in path.parts:
-            assert f"emulator/_bundled/{path.relative_to(REPO)}" in names
+def test_the_wheel_carries_the_build_contexts_and_presets_and_nothing_else(wheel):
+    bundled = {name.removeprefix("emulator/_bundled/") for name in zipfile.ZipFile(wheel).namelist()
+               if name.startswith("emulator/_bundled/")}
+    expected = {str(path.relative_to(REPO)) for path in [*(REPO / "containers").rglob("*"), *(REPO / "presets").rglob("*")]
+                if path.is_file() and "__pycache__" not in path.parts}
+    assert bundled == expected
 
 
 def test_the_installed_package_runs_from_its_own_folder_not_the_checkout(installed_wheel, tmp_path):
