@@ -31,8 +31,11 @@ def sdk_session(engine, tmp_path_factory):
     from emulator.images import default_region, ensure_sdk_tags
     from emulator.session import local_session
 
-    with require_engine() as client:
+    client = require_engine()
+    try:
         ensure_sdk_tags(default_region(), client)
+    finally:
+        client.close()
     return local_session(work_dir=tmp_path_factory.mktemp("sdk"))
 
 
