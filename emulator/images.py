@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,21 @@ def training_image(variant: str = "cpu") -> str:
 def inference_image(variant: str = "cpu") -> str:
     """Local tag of the inference image, e.g. `sagemaker-rl-local/mxnet-inference:1.9.1-cpu`."""
     return IMAGES["inference"].tag(variant)
+
+
+# SageMaker's instance types, and the families with a GPU.
+INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z0-9]+(?:-[a-z0-9]+)?)\.(?P<size>\d*x?large|medium|small|metal)$")
+GPU_FAMILIES = {"p2", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "g3", "g4dn", "g5", "g6", "g6e", "gr6"}
+CPU_FAMILIES = {"t2", "t3", "m4", "m5", "m5d", "m6i", "m7i", "c4", "c5", "c5d", "c5n", "c6i", "c7i", "r5", "r5d", "r6i"}
+
+
+def instance_kind(instance_type: str) -> str | None:
+    """'gpu', 'cpu', or None when not a SageMaker instance type we know."""
+    match = INSTANCE_TYPE.match(instance_type or "")
+    if not match:
+        return None
+    family = match.group("family")
+    return "gpu" if family in GPU_FAMILIES else "cpu" if family in CPU_FAMILIES else None
 
 
 def variant_for(instance_type: str) -> str:

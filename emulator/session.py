@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import boto3
@@ -31,15 +31,19 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator import contract, resources
+from emulator.cloud_layout import upload_as_the_cloud_does
 from emulator.containers import TrainingContainer
 from emulator.engine import require_engine
-from emulator.errors import UserError
 from emulator.images import IMAGES, default_region, variant_for
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
+from emulator.local_aws import AWSCallRefused
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
 LOCAL_BUCKET = "sagemaker-rl-local"
+# Set on an estimator whose ml.* instance type `smrl-local run` mapped to a local one.
+CLOUD_INSTANCE_TYPE_ATTRIBUTE = "_smrl_cloud_instance_type"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
 PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
 
@@ -85,7 +89,8 @@ def _record_code_to_stage(prepare: Callable) -> Callable:
         session = self.sagemaker_session
         if isinstance(session, LocalRLSession) and self._current_job_name:
             session.code_to_stage[self._current_job_name] = CodeToStage(
-                dependencies=list(self.dependencies or []), whole_source_dir=source_dir_given
+                dependencies=list(self.dependencies or []), whole_source_dir=source_dir_given,
+                cloud_instance_type=getattr(self, CLOUD_INSTANCE_TYPE_ATTRIBUTE, None),
             )
 
     prepare_for_training.smrl_records_code = True  # type: ignore[attr-defined]
@@ -102,10 +107,14 @@ if not getattr(Framework._prepare_for_training, "smrl_records_code", False):
 @dataclass(frozen=True)
 class CodeToStage:
     """What the cloud packs into a job's code: source_dir's content (or the entry point
-    alone, when the estimator had no source_dir) and the dependencies."""
+    alone, when the estimator had no source_dir) and the dependencies; and how the job was
+    asked for."""
 
     dependencies: list[str]
     whole_source_dir: bool
+    # The ml.* type the estimator asked for before it was mapped to a local one: such a
+    # job's artifacts go where the cloud puts them (emulator.cloud_layout).
+    cloud_instance_type: str | None = None
 
 
 def stage_code(hyperparameters: dict, plan: CodeToStage | None, target: Path) -> dict:
@@ -128,11 +137,11 @@ def stage_code(hyperparameters: dict, plan: CodeToStage | None, target: Path) ->
     return {**hyperparameters, DIR_PARAM_NAME: json.dumps(target.as_uri())}
 
 
-class AWSCallRefused(UserError, RuntimeError):
-    """Something tried to call an AWS API through the local session."""
-
-
-def _refuse_aws_call(request, **_) -> None:
+def refuse_calls_off_this_machine(request: Any, **_: Any) -> None:
+    """botocore's before-send hook: a request to a server on this machine (the local S3)
+    goes out; any other is refused before it is sent."""
+    if (urlparse(request.url).hostname or "") in LOOPBACK_HOSTS:
+        return
     raise AWSCallRefused(
         f"sagemaker-rl-local never calls AWS, and refused {request.method} {request.url}. "
         "Use file:// URIs for inputs and output_path, and local images "
@@ -153,7 +162,7 @@ def _offline_boto_session(region: str) -> boto3.Session:
         }
     )
     # Registered before any client exists: clients copy the handlers when created.
-    core.register("before-send", _refuse_aws_call)
+    core.register("before-send", refuse_calls_off_this_machine)
     return boto3.Session(
         botocore_session=core,
         aws_access_key_id=PLACEHOLDER_ACCESS_KEY,
@@ -180,8 +189,12 @@ class _GuardedLocalClient(LocalSagemakerClient):
         session = cast("LocalRLSession", self.sagemaker_session)
         image = AlgorithmSpecification["TrainingImage"]
         instance_type = ResourceConfig["InstanceType"]
-        if not OutputDataConfig.get("S3OutputPath"):
-            # The SDK would leave model.tar.gz in the temp folder the guard deletes.
+        plan = session.code_to_stage.pop(TrainingJobName, None)
+        requested_output = OutputDataConfig.get("S3OutputPath") or ""
+        cloud_layout = bool(plan and plan.cloud_instance_type and requested_output.startswith("s3://"))
+        if not requested_output or cloud_layout:
+            # Without an output path the SDK would leave model.tar.gz in the temp folder the
+            # guard deletes; a cloud job's artifacts are uploaded from here under the cloud's keys.
             output = Path(session.work_dir, "output", TrainingJobName).resolve()
             OutputDataConfig = {**OutputDataConfig, "S3OutputPath": output.as_uri()}
 
@@ -197,9 +210,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 guard.container = container
                 staged = Path(session.work_dir, "code", TrainingJobName)
                 guard.extra_folders.append(str(staged))
-                hyperparameters = stage_code(
-                    kwargs.get("HyperParameters", {}), session.code_to_stage.pop(TrainingJobName, None), staged
-                )
+                hyperparameters = stage_code(kwargs.get("HyperParameters", {}), plan, staged)
                 requirements = staged / contract.REQUIREMENTS_FILE
                 if requirements.is_file():
                     lock = IMAGES["training"].lock_file(variant_for(instance_type))
@@ -221,6 +232,9 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 raise_if_a_host_failed(client, container.hosts)
         finally:
             client.close()
+        if cloud_layout:
+            job.model_artifacts = upload_as_the_cloud_does(
+                session.s3_client, output, requested_output, TrainingJobName)
         LocalSagemakerClient._training_jobs[TrainingJobName] = job
 
     def create_endpoint(self, EndpointName, EndpointConfigName, Tags=None):
@@ -234,12 +248,13 @@ class _GuardedLocalClient(LocalSagemakerClient):
 class LocalRLSession(LocalSession):
     """``LocalSession`` that stays on this machine; build it with ``local_session()``."""
 
-    def __init__(self, boto_session: boto3.Session, work_dir: Path):
+    def __init__(self, boto_session: boto3.Session, work_dir: Path, s3_endpoint_url: str | None = None):
         self.work_dir = work_dir
         self.code_to_stage: dict[str, CodeToStage] = {}
         super().__init__(
             boto_session=boto_session,
             default_bucket=LOCAL_BUCKET,
+            s3_endpoint_url=s3_endpoint_url,
             sagemaker_config=SDK_DEFAULTS,
         )
         self.sagemaker_client = _GuardedLocalClient(self)

@@ -13,6 +13,7 @@ from sagemaker.rl import RLFramework, RLToolkit
 from sagemaker.rl.estimator import TOOLKIT_FRAMEWORK_VERSION_MAP
 
 from emulator import contract
+from emulator.images import INSTANCE_TYPE, instance_kind
 from emulator.jobspec import JobSpec
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check
 
@@ -24,9 +25,6 @@ MAX_VALUE_CHARS = 2500
 SDK_RESERVED_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_container_log_level",
                                 "sagemaker_job_name", "sagemaker_region", "sagemaker_estimator")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
-INSTANCE_TYPE = re.compile(r"^ml\.(?P<family>[a-z0-9]+(?:-[a-z0-9]+)?)\.(?P<size>\d*x?large|medium|small|metal)$")
-GPU_FAMILIES = {"p2", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "g3", "g4dn", "g5", "g6", "g6e", "gr6"}
-CPU_FAMILIES = {"t2", "t3", "m4", "m5", "m5d", "m6i", "m7i", "c4", "c5", "c5d", "c5n", "c6i", "c7i", "r5", "r5d", "r6i"}
 # A failed one of these makes the job unrunnable: nothing that runs it can tell more.
 BLOCKING = ("toolkit/framework", "entry point", "dependencies")
 
@@ -57,15 +55,6 @@ def check_toolkit(spec: JobSpec) -> Check:
                      "emulator has images for Coach + MXNet only",
                      "use toolkit=RLToolkit.COACH, framework=RLFramework.MXNET")
     return Check("toolkit/framework", PASS, f"coach {version} + mxnet {supported[names[1]]} (SDK 2.x image exists)")
-
-
-def instance_kind(instance_type: str) -> str | None:
-    """'gpu', 'cpu', or None when not a SageMaker instance type we know."""
-    match = INSTANCE_TYPE.match(instance_type or "")
-    if not match:
-        return None
-    family = match.group("family")
-    return "gpu" if family in GPU_FAMILIES else "cpu" if family in CPU_FAMILIES else None
 
 
 def check_instance_type(spec: JobSpec, gpu_available: bool) -> Check:

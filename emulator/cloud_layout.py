@@ -1,0 +1,70 @@
+"""Where a cloud training job leaves its artifacts in S3, made from what local mode wrote.
+
+SageMaker writes ``<output_path>/<job>/output/model.tar.gz``, ``.../output/output.tar.gz``
+holding the contents of /opt/ml/output/data, and uploads /opt/ml/output/intermediate to
+``.../output/intermediate/``. The SDK's local mode writes ``<job>/model.tar.gz`` and an
+``output.tar.gz`` of all of /opt/ml/output. Code written for the cloud (the public
+notebooks) reads the cloud's keys, so jobs that asked for an ``ml.*`` instance type get them.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from emulator import contract
+
+DATA_PREFIX = "data/"
+INTERMEDIATE_PREFIX = "intermediate/"
+
+
+def job_prefix(output_path: str, job_name: str) -> tuple[str, str]:
+    """(bucket, key prefix ending in /) of a job's cloud output folder, `<output_path>/<job>/output/`."""
+    parsed = urlparse(output_path)
+    base = parsed.path.strip("/")
+    return parsed.netloc, "/".join(filter(None, [base, job_name, "output"])) + "/"
+
+
+def cloud_output_archive(local_output_archive: Path) -> bytes:
+    """The cloud's output.tar.gz (the contents of /opt/ml/output/data) from local mode's
+    (all of /opt/ml/output)."""
+    packed = io.BytesIO()
+    with tarfile.open(local_output_archive) as source, tarfile.open(fileobj=packed, mode="w:gz") as target:
+        for member in source.getmembers():
+            name = member.name.removeprefix("./")
+            if not name.startswith(DATA_PREFIX) or name == DATA_PREFIX.rstrip("/"):
+                continue
+            extracted = source.extractfile(member) if member.isfile() else None
+            member.name = name.removeprefix(DATA_PREFIX)
+            target.addfile(member, extracted)
+    return packed.getvalue()
+
+
+def intermediate_files(local_output_archive: Path) -> dict[str, bytes]:
+    """The files of /opt/ml/output/intermediate, by their path below it."""
+    found = {}
+    with tarfile.open(local_output_archive) as source:
+        for member in source.getmembers():
+            name = member.name.removeprefix("./")
+            extracted = source.extractfile(member) if member.isfile() else None
+            if name.startswith(INTERMEDIATE_PREFIX) and extracted is not None:
+                found[name.removeprefix(INTERMEDIATE_PREFIX)] = extracted.read()
+    return found
+
+
+def upload_as_the_cloud_does(s3_client: Any, local_dir: Path, output_path: str, job_name: str) -> str:
+    """Uploads local mode's artifacts in `local_dir` under the cloud's keys; returns the
+    model archive's s3:// URI (what DescribeTrainingJob reports as S3ModelArtifacts)."""
+    bucket, prefix = job_prefix(output_path, job_name)
+    local_output = local_dir / contract.OUTPUT_ARCHIVE
+    model_key = prefix + contract.MODEL_ARCHIVE
+    s3_client.upload_file(str(local_dir / contract.MODEL_ARCHIVE), bucket, model_key)
+    if local_output.is_file():
+        s3_client.put_object(Bucket=bucket, Key=prefix + contract.OUTPUT_ARCHIVE,
+                             Body=cloud_output_archive(local_output))
+        for name, data in intermediate_files(local_output).items():
+            s3_client.put_object(Bucket=bucket, Key=prefix + INTERMEDIATE_PREFIX + name, Body=data)
+    return f"s3://{bucket}/{model_key}"

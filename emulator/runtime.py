@@ -1,0 +1,157 @@
+"""What `smrl-local run` installs in the process that runs the user's code (a script, or a
+notebook's kernel), before the first line of it: code written for the cloud runs here.
+
+* every botocore client answers STS, IAM and SageMaker locally (``emulator.local_aws``),
+  sends S3 to the local server, and refuses anything else before it leaves the process;
+* ``sagemaker.Session``, ``sagemaker.local.LocalSession`` and every other name the SDK
+  binds to those classes build a ``RunSession``: the emulator's offline session, with the
+  local S3 server behind ``default_bucket()``, uploads, downloads and ``s3://`` paths;
+* ``sagemaker.get_execution_role()`` returns a placeholder role;
+* estimators and models asked for an ``ml.*`` instance type run locally: ``local``, or
+  ``local_gpu`` for GPU types when the engine has an NVIDIA runtime; the mapping is printed once.
+
+The environment of the run (placeholder credentials, region, ``AWS_ENDPOINT_URL_S3``) is set
+by the caller, see ``run_environment``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import botocore.session
+import sagemaker
+import sagemaker.estimator
+import sagemaker.local
+import sagemaker.model
+import sagemaker.mxnet
+import sagemaker.rl
+import sagemaker.session
+from sagemaker.local import LocalSession
+
+from emulator import contract, local_aws, resources
+from emulator.images import instance_kind
+from emulator.session import CLOUD_INSTANCE_TYPE_ATTRIBUTE, LocalRLSession, refuse_calls_off_this_machine
+
+S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
+GPU_ENV = "SMRL_RUN_GPU"
+RUN_MARKER_ENV = "SMRL_RUN"
+# The SDK's own default_bucket(), kept before install() rebinds the SDK's session classes.
+_SDK_DEFAULT_BUCKET = sagemaker.session.Session.default_bucket
+
+
+def run_environment(s3_endpoint: str, region: str, work_dir: str, gpu: bool,
+                    base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run: the host's, without its AWS settings and credentials, plus
+    placeholders, the region and the local S3 endpoint (which the AWS CLI reads too)."""
+    env = {k: v for k, v in (base if base is not None else os.environ).items()
+           if not k.startswith("AWS_")}
+    env.update({
+        "AWS_ACCESS_KEY_ID": "SMRLLOCALPLACEHOLDER",
+        "AWS_SECRET_ACCESS_KEY": "smrl-local-placeholder-not-a-secret",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        S3_ENDPOINT_ENV: s3_endpoint,
+        resources.WORK_DIR_ENV: work_dir,
+        GPU_ENV: "1" if gpu else "0",
+        RUN_MARKER_ENV: "1",
+    })
+    return env
+
+
+class RunSession(LocalRLSession):
+    """The session every ``sagemaker.Session()`` / ``LocalSession()`` of a run gets: the
+    emulator's offline session, with S3 on the local server."""
+
+    def __init__(self, boto_session: Any = None, *args: Any, default_bucket: str | None = None,
+                 **kwargs: Any) -> None:
+        self.run_default_bucket = default_bucket
+        super().__init__(boto_session or boto3.Session(), resources.work_dir(),
+                         s3_endpoint_url=os.environ.get(S3_ENDPOINT_ENV))
+
+    def default_bucket(self) -> str:
+        """The SDK's own default bucket (``sagemaker-<region>-<account>``), made on the local S3."""
+        if self.run_default_bucket:
+            return self.run_default_bucket
+        return _SDK_DEFAULT_BUCKET(self)
+
+
+def _local_instance_type(instance_type: Any) -> Any:
+    if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
+        return instance_type
+    gpu = instance_kind(instance_type) == "gpu" and os.environ.get(GPU_ENV) == "1"
+    local = "local_gpu" if gpu else "local"
+    _say_once(f"smrl-local run: instance type {instance_type} runs locally as {local!r}")
+    return local
+
+
+_said: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _said:
+        _said.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
+def _mapping_instance_types(init: Callable) -> Callable:
+    @functools.wraps(init)
+    def mapped(self: Any, *args: Any, **kwargs: Any) -> None:
+        asked = kwargs.get("instance_type")
+        if asked is not None:
+            kwargs["instance_type"] = _local_instance_type(asked)
+        init(self, *args, **kwargs)
+        if isinstance(asked, str) and asked.startswith("ml."):
+            setattr(self, CLOUD_INSTANCE_TYPE_ATTRIBUTE, asked)
+
+    return mapped
+
+
+def _mapping_deploy(deploy: Callable) -> Callable:
+    @functools.wraps(deploy)
+    def mapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if "instance_type" in kwargs:
+            kwargs["instance_type"] = _local_instance_type(kwargs["instance_type"])
+        elif len(args) >= 2:
+            args = (args[0], _local_instance_type(args[1]), *args[2:])
+        return deploy(self, *args, **kwargs)
+
+    return mapped
+
+
+def _answering_locally(create_client: Callable) -> Callable:
+    @functools.wraps(create_client)
+    def create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        client = local_aws.answer_locally(create_client(self, *args, **kwargs))
+        client.meta.events.register("before-send", refuse_calls_off_this_machine)
+        return client
+
+    return create
+
+
+def install() -> None:
+    """Installs everything the module docstring lists, once per process."""
+    if getattr(botocore.session.Session.create_client, "smrl_run", False):
+        return
+    create_client = _answering_locally(botocore.session.Session.create_client)
+    create_client.smrl_run = True  # type: ignore[attr-defined]
+    botocore.session.Session.create_client = create_client
+    originals = (sagemaker.session.Session, LocalSession)
+    for module in [m for name, m in sys.modules.items() if name.startswith("sagemaker") and m is not None]:
+        for attribute, value in list(vars(module).items()):
+            if any(value is original for original in originals):
+                setattr(module, attribute, RunSession)
+    role = contract.PLACEHOLDER_ROLE
+    sagemaker.get_execution_role = sagemaker.session.get_execution_role = lambda *a, **k: role
+    sagemaker.estimator.EstimatorBase.__init__ = _mapping_instance_types(  # type: ignore[method-assign]
+        sagemaker.estimator.EstimatorBase.__init__)
+    sagemaker.model.Model.deploy = _mapping_deploy(sagemaker.model.Model.deploy)  # type: ignore[method-assign]
+    sagemaker.estimator.EstimatorBase.deploy = _mapping_deploy(  # type: ignore[method-assign]
+        sagemaker.estimator.EstimatorBase.deploy)
