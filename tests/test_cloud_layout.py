@@ -1,0 +1,61 @@
+"""A cloud job's artifacts go where SageMaker puts them, made from what local mode wrote."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+from emulator.cloud_layout import cloud_output_archive, intermediate_files, job_prefix, upload_as_the_cloud_does
+
+
+def _archive(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+LOCAL_OUTPUT = {"data/checkpoint/0_Step-0.ckpt": b"ckpt", "data/checkpoint/.coach_checkpoint": b"0",
+                "intermediate/worker_0.csv": b"Episode #,Training Reward\n1,20\n", "intermediate/gifs/e1.gif": b"GIF",
+                "success": b""}
+
+
+def test_the_job_folder_is_output_under_the_job_name():
+    assert job_prefix("s3://bucket/", "job-1") == ("bucket", "job-1/output/")
+    assert job_prefix("s3://bucket/runs/cartpole", "job-1") == ("bucket", "runs/cartpole/job-1/output/")
+
+
+def test_the_clouds_output_archive_holds_what_was_in_output_data(tmp_path):
+    packed = cloud_output_archive(_archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
+    with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["checkpoint/.coach_checkpoint", "checkpoint/0_Step-0.ckpt"]
+
+
+def test_intermediate_files_keep_their_path_below_intermediate(tmp_path):
+    files = intermediate_files(_archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
+    assert files == {"worker_0.csv": b"Episode #,Training Reward\n1,20\n", "gifs/e1.gif": b"GIF"}
+
+
+class RecordingS3:
+    def __init__(self):
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def upload_file(self, filename, bucket, key):
+        self.objects[(bucket, key)] = Path(filename).read_bytes()
+
+    def put_object(self, Bucket, Key, Body):
+        self.objects[(Bucket, Key)] = Body
+
+
+def test_a_cloud_jobs_artifacts_land_under_the_clouds_keys(tmp_path):
+    _archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT)
+    _archive(tmp_path / "model.tar.gz", {"model.onnx": b"onnx"})
+    s3 = RecordingS3()
+    model = upload_as_the_cloud_does(s3, tmp_path, "s3://bucket/", "job-1")
+    assert model == "s3://bucket/job-1/output/model.tar.gz"
+    assert sorted(key for _, key in s3.objects) == [
+        "job-1/output/intermediate/gifs/e1.gif", "job-1/output/intermediate/worker_0.csv",
+        "job-1/output/model.tar.gz", "job-1/output/output.tar.gz"]
