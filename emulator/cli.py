@@ -114,6 +114,16 @@ def _cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from emulator.run import parse_param, run
+
+    params = dict(parse_param(text) for text in args.param or [])
+    result = run(args.path, params, output_dir=args.output)
+    print(f"ran {result.path.name} in {result.seconds:.1f} s"
+          + (f"; executed notebook: {result.executed_copy}" if result.executed_copy else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smrl-local",
@@ -165,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-wait", action="store_true",
                        help="remove the endpoint after the episodes instead of serving until Ctrl-C")
     serve.set_defaults(run=_cmd_serve)
+
+    run = commands.add_parser("run", help="run a SageMaker script or notebook written for the cloud, unchanged, "
+                                          "on this machine (local S3, local jobs and endpoints)")
+    run.add_argument("path", help="a .py script or an .ipynb notebook")
+    run.add_argument("--param", metavar="NAME=VALUE", action="append",
+                     help="a variable for the code, e.g. --param steps=1000 (repeatable)")
+    run.add_argument("--output", default="output", help="where a notebook's executed copy goes (default: %(default)s)")
+    run.set_defaults(run=_cmd_run)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
     check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")

@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from emulator import resources
+from emulator import notebooks, resources
 from emulator.engine import has_nvidia_runtime, require_engine
 from emulator.errors import UserError
 from emulator.images import default_region
@@ -28,6 +29,8 @@ from emulator.s3 import LocalS3
 
 # Runs the script as `python script.py` would, after installing the runtime; parameters
 # are bound as globals, as papermill binds a notebook's.
+KERNEL_HOOK = "from emulator import runtime\nruntime.install()\n"
+DEFAULT_OUTPUT_DIR = Path("output")
 SCRIPT_BOOTSTRAP = """\
 import json, runpy, sys
 from emulator import runtime
@@ -60,8 +63,10 @@ def parse_param(text: str) -> tuple[str, Any]:
         return name, value
 
 
-def run(path: str | Path, params: dict[str, Any] | None = None, log: Log = print) -> RunResult:
-    """Runs the script or notebook at `path` as the module docstring says."""
+def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+        log: Log = print) -> RunResult:
+    """Runs the script or notebook at `path` as the module docstring says; a notebook's
+    executed copy goes to `<output_dir>/<name>-<time>/<name>.ipynb`."""
     path = Path(path).resolve()
     if not path.is_file():
         raise RunError(f"No script or notebook at {path}. Pass a .py or .ipynb file.")
@@ -80,7 +85,11 @@ def run(path: str | Path, params: dict[str, Any] | None = None, log: Log = print
         if path.suffix == ".py":
             _run_script(path, params or {}, env)
             return RunResult(path, time.monotonic() - started)
-        raise RunError(f"{path.name}: notebooks are not runnable yet.")
+        run_dir = Path(output_dir).resolve() / f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir.mkdir(parents=True)
+        executed = run_dir / path.name
+        notebooks.execute(path, executed, env, KERNEL_HOOK, params or {}, log)
+        return RunResult(path, time.monotonic() - started, executed)
 
 
 def _run_script(path: Path, params: dict[str, Any], env: dict[str, str]) -> None:

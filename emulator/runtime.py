@@ -20,6 +20,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -63,6 +64,8 @@ def run_environment(s3_endpoint: str, region: str, work_dir: str, gpu: bool,
         GPU_ENV: "1" if gpu else "0",
         RUN_MARKER_ENV: "1",
     })
+    # `aws`, `python` and `pip` in the user's shell escapes are this environment's.
+    env["PATH"] = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), env.get("PATH")]))
     return env
 
 
@@ -72,14 +75,12 @@ class RunSession(LocalRLSession):
 
     def __init__(self, boto_session: Any = None, *args: Any, default_bucket: str | None = None,
                  **kwargs: Any) -> None:
-        self.run_default_bucket = default_bucket
         super().__init__(boto_session or boto3.Session(), resources.work_dir(),
-                         s3_endpoint_url=os.environ.get(S3_ENDPOINT_ENV))
+                         s3_endpoint_url=os.environ.get(S3_ENDPOINT_ENV), default_bucket=default_bucket)
 
     def default_bucket(self) -> str:
-        """The SDK's own default bucket (``sagemaker-<region>-<account>``), made on the local S3."""
-        if self.run_default_bucket:
-            return self.run_default_bucket
+        """The SDK's own default bucket (``sagemaker-<region>-<account>`` unless the code named
+        one), made on the local S3."""
         return _SDK_DEFAULT_BUCKET(self)
 
 
@@ -146,7 +147,9 @@ def install() -> None:
     originals = (sagemaker.session.Session, LocalSession)
     for module in [m for name, m in sys.modules.items() if name.startswith("sagemaker") and m is not None]:
         for attribute, value in list(vars(module).items()):
-            if any(value is original for original in originals):
+            # LocalSession's own module keeps the name: its __init__ calls super(LocalSession, self).
+            defining = value is LocalSession and module.__name__ == LocalSession.__module__
+            if any(value is original for original in originals) and not defining:
                 setattr(module, attribute, RunSession)
     role = contract.PLACEHOLDER_ROLE
     sagemaker.get_execution_role = sagemaker.session.get_execution_role = lambda *a, **k: role

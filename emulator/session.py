@@ -248,12 +248,13 @@ class _GuardedLocalClient(LocalSagemakerClient):
 class LocalRLSession(LocalSession):
     """``LocalSession`` that stays on this machine; build it with ``local_session()``."""
 
-    def __init__(self, boto_session: boto3.Session, work_dir: Path, s3_endpoint_url: str | None = None):
+    def __init__(self, boto_session: boto3.Session, work_dir: Path, s3_endpoint_url: str | None = None,
+                 default_bucket: str | None = LOCAL_BUCKET):
         self.work_dir = work_dir
         self.code_to_stage: dict[str, CodeToStage] = {}
         super().__init__(
             boto_session=boto_session,
-            default_bucket=LOCAL_BUCKET,
+            default_bucket=default_bucket,
             s3_endpoint_url=s3_endpoint_url,
             sagemaker_config=SDK_DEFAULTS,
         )
