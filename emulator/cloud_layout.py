@@ -19,6 +19,7 @@ from emulator import contract
 
 DATA_PREFIX = "data/"
 INTERMEDIATE_PREFIX = "intermediate/"
+LOCAL_INTERMEDIATE_DIR = Path("output") / "intermediate"
 
 
 def job_prefix(output_path: str, job_name: str) -> tuple[str, str]:
@@ -43,16 +44,11 @@ def cloud_output_archive(local_output_archive: Path) -> bytes:
     return packed.getvalue()
 
 
-def intermediate_files(local_output_archive: Path) -> dict[str, bytes]:
-    """The files of /opt/ml/output/intermediate, by their path below it."""
-    found = {}
-    with tarfile.open(local_output_archive) as source:
-        for member in source.getmembers():
-            name = member.name.removeprefix("./")
-            extracted = source.extractfile(member) if member.isfile() else None
-            if name.startswith(INTERMEDIATE_PREFIX) and extracted is not None:
-                found[name.removeprefix(INTERMEDIATE_PREFIX)] = extracted.read()
-    return found
+def intermediate_files(local_dir: Path) -> dict[str, Path]:
+    """The files of /opt/ml/output/intermediate, which local mode copies to
+    `<output>/output/intermediate` as the job runs, by their path below it."""
+    folder = local_dir / LOCAL_INTERMEDIATE_DIR
+    return {str(path.relative_to(folder)): path for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def upload_as_the_cloud_does(s3_client: Any, local_dir: Path, output_path: str, job_name: str) -> str:
@@ -65,6 +61,6 @@ def upload_as_the_cloud_does(s3_client: Any, local_dir: Path, output_path: str, 
     if local_output.is_file():
         s3_client.put_object(Bucket=bucket, Key=prefix + contract.OUTPUT_ARCHIVE,
                              Body=cloud_output_archive(local_output))
-        for name, data in intermediate_files(local_output).items():
-            s3_client.put_object(Bucket=bucket, Key=prefix + INTERMEDIATE_PREFIX + name, Body=data)
+    for name, path in intermediate_files(local_dir).items():
+        s3_client.upload_file(str(path), bucket, prefix + INTERMEDIATE_PREFIX + name)
     return f"s3://{bucket}/{model_key}"

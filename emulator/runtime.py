@@ -17,6 +17,7 @@ by the caller, see ``run_environment``.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -141,6 +142,9 @@ def install() -> None:
     """Installs everything the module docstring lists, once per process."""
     if getattr(botocore.session.Session.create_client, "smrl_run", False):
         return
+    # The run's credentials and endpoint come from its environment; botocore would say so at
+    # INFO on every client (the SDK leaves the root logger at INFO).
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     create_client = _answering_locally(botocore.session.Session.create_client)
     create_client.smrl_run = True  # type: ignore[attr-defined]
     botocore.session.Session.create_client = create_client

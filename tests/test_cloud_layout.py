@@ -18,9 +18,14 @@ def _archive(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-LOCAL_OUTPUT = {"data/checkpoint/0_Step-0.ckpt": b"ckpt", "data/checkpoint/.coach_checkpoint": b"0",
-                "intermediate/worker_0.csv": b"Episode #,Training Reward\n1,20\n", "intermediate/gifs/e1.gif": b"GIF",
-                "success": b""}
+LOCAL_OUTPUT = {"data/checkpoint/0_Step-0.ckpt": b"ckpt", "data/checkpoint/.coach_checkpoint": b"0", "success": b""}
+
+
+def _intermediate(local_dir: Path) -> None:
+    """What local mode copies from /opt/ml/output/intermediate while the job runs."""
+    (local_dir / "output" / "intermediate" / "gifs").mkdir(parents=True)
+    (local_dir / "output" / "intermediate" / "worker_0.csv").write_bytes(b"Episode #,Training Reward\n1,20\n")
+    (local_dir / "output" / "intermediate" / "gifs" / "e1.gif").write_bytes(b"GIF")
 
 
 def test_the_job_folder_is_output_under_the_job_name():
@@ -35,8 +40,8 @@ def test_the_clouds_output_archive_holds_what_was_in_output_data(tmp_path):
 
 
 def test_intermediate_files_keep_their_path_below_intermediate(tmp_path):
-    files = intermediate_files(_archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
-    assert files == {"worker_0.csv": b"Episode #,Training Reward\n1,20\n", "gifs/e1.gif": b"GIF"}
+    _intermediate(tmp_path)
+    assert sorted(intermediate_files(tmp_path)) == ["gifs/e1.gif", "worker_0.csv"]
 
 
 class RecordingS3:
@@ -53,6 +58,7 @@ class RecordingS3:
 def test_a_cloud_jobs_artifacts_land_under_the_clouds_keys(tmp_path):
     _archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT)
     _archive(tmp_path / "model.tar.gz", {"model.onnx": b"onnx"})
+    _intermediate(tmp_path)
     s3 = RecordingS3()
     model = upload_as_the_cloud_does(s3, tmp_path, "s3://bucket/", "job-1")
     assert model == "s3://bucket/job-1/output/model.tar.gz"
