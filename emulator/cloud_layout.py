@@ -39,8 +39,11 @@ def cloud_output_archive(local_output_archive: Path) -> bytes:
             if not name.startswith(DATA_PREFIX) or name == DATA_PREFIX.rstrip("/"):
                 continue
             extracted = source.extractfile(member) if member.isfile() else None
-            member.name = name.removeprefix(DATA_PREFIX)
-            target.addfile(member, extracted)
+            # A fresh header: one read from a PAX archive keeps a long name in pax_headers,
+            # which would win over a renamed `name` when written.
+            moved = tarfile.TarInfo(name.removeprefix(DATA_PREFIX))
+            moved.size, moved.mode, moved.mtime, moved.type = member.size, member.mode, member.mtime, member.type
+            target.addfile(moved, extracted)
     return packed.getvalue()
 
 

@@ -30,13 +30,14 @@ LAYERS = {
     "run": 8,
     "preflight": 8, "preflight.report": 8, "preflight.static_checks": 9, "preflight.image_checks": 9,
     "preflight.smoke_run": 9, "preflight.runner": 10,
-    "cli": 11,
+    "cli": 11, "pytest_plugin": 11,
     "__init__": 12,
 }
 # Imports inside functions, each for start-up time (the SDK takes seconds to import), never
 # to hide a cycle: `emulator.endpoint` and `emulator.local_session` load on first use, and
-# each CLI command loads what it runs.
-LAZY_IMPORTS_ALLOWED = {"__init__", "cli"}
+# each CLI command loads what it runs, and the pytest plugin (loaded by every pytest run of
+# the environment) loads the emulator when a test asks for its fixtures.
+LAZY_IMPORTS_ALLOWED = {"__init__", "cli", "pytest_plugin"}
 
 
 def _module_name(path: Path) -> str:

@@ -18,7 +18,10 @@ def _archive(path: Path, files: dict[str, bytes]) -> Path:
     return path
 
 
-LOCAL_OUTPUT = {"data/checkpoint/0_Step-0.ckpt": b"ckpt", "data/checkpoint/.coach_checkpoint": b"0", "success": b""}
+LONG_NAME = ("data/checkpoint/0_Step-2449.ckpt.main_level.agent.filters.pre_network_filter.observation_filters."
+             "observation.normalize_observation.srs")  # over tar's 100 characters: kept in a PAX header
+LOCAL_OUTPUT = {"data/checkpoint/0_Step-0.ckpt": b"ckpt", "data/checkpoint/.coach_checkpoint": b"0", LONG_NAME: b"srs",
+                "success": b""}
 
 
 def _intermediate(local_dir: Path) -> None:
@@ -36,7 +39,8 @@ def test_the_job_folder_is_output_under_the_job_name():
 def test_the_clouds_output_archive_holds_what_was_in_output_data(tmp_path):
     packed = cloud_output_archive(_archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
     with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
-        assert sorted(m.name for m in tar.getmembers()) == ["checkpoint/.coach_checkpoint", "checkpoint/0_Step-0.ckpt"]
+        assert sorted(m.name for m in tar.getmembers()) == [
+            "checkpoint/.coach_checkpoint", "checkpoint/0_Step-0.ckpt", LONG_NAME.removeprefix("data/")]
 
 
 def test_intermediate_files_keep_their_path_below_intermediate(tmp_path):
