@@ -124,6 +124,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_s3_ls(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from emulator.resources import work_dir
+    from emulator.s3 import list_objects
+
+    for uri, size, modified in list_objects(work_dir() / "s3", args.uri):
+        print(f"{datetime.fromtimestamp(modified):%Y-%m-%d %H:%M:%S} {size:>12,} {uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smrl-local",
@@ -183,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a variable for the code, e.g. --param steps=1000 (repeatable)")
     run.add_argument("--output", default="output", help="where a notebook's executed copy goes (default: %(default)s)")
     run.set_defaults(run=_cmd_run)
+
+    s3 = commands.add_parser("s3", help="what runs wrote to the local S3 (plain files under the work folder)")
+    s3_commands = s3.add_subparsers(dest="s3_command", required=True)
+    s3_ls = s3_commands.add_parser("ls", help="list objects: smrl-local s3 ls s3://BUCKET[/PREFIX]")
+    s3_ls.add_argument("uri")
+    s3_ls.set_defaults(run=_cmd_s3_ls)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
     check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")

@@ -111,3 +111,23 @@ class LocalS3:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def list_objects(data_dir: Path, uri: str) -> list[tuple[str, int, float]]:
+    """(s3:// URI, size, modification time) of every object under `uri` (``s3://bucket/prefix``)
+    in the server's folder, read from the plain files; the server need not run."""
+    if not uri.startswith("s3://"):
+        raise S3ServerError(f"{uri!r} is not an s3:// URI; list with s3://BUCKET or s3://BUCKET/PREFIX.")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    root = Path(data_dir) / bucket
+    if not bucket or not root.is_dir():
+        buckets = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
+        raise S3ServerError(f"No bucket {bucket!r} in the local S3 ({data_dir}). "
+                            f"Buckets: {', '.join(buckets) or 'none'}.")
+    found = []
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_file() and key.startswith(prefix):
+            stat = path.stat()
+            found.append((f"s3://{bucket}/{key}", stat.st_size, stat.st_mtime))
+    return found

@@ -186,3 +186,40 @@ def _latencies(predictor, namespace, count: int) -> list[float]:
 
 def _p99(values: list[float]) -> float:
     return sorted(values)[int(0.99 * (len(values) - 1))]
+
+
+# -- zero edits: the notebook itself, with its cloud settings, through `smrl-local run` ----------
+
+def _cell_text(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append(output.get("text", ""))
+        parts.append(str(output.get("data", {}).get("text/plain", "")))
+    return "".join(parts)
+
+
+def test_the_public_notebook_runs_unchanged_with_its_cloud_settings(in_case, docker_engine, tmp_path):
+    import subprocess
+
+    import nbformat
+
+    from emulator.run import run
+
+    before = job_container_count(docker_engine)
+    result = run(in_case / "rl_cartpole_coach_gymEnv.ipynb", output_dir=tmp_path / "runs", log=lambda line: None)
+
+    cells = [c for c in nbformat.read(result.executed_copy, as_version=4).cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in cells), "every code cell ran"
+    text = "\n".join(_cell_text(c) for c in cells)
+    assert "S3 bucket path: s3://sagemaker-us-west-2-000000000000/" in text
+    assert "Using IAM role arn: arn:aws:iam::000000000000:role/" in text
+    assert any("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])), "the reward plot"
+    assert "Selected GIF:" in text
+    assert "S3 checkpoint file path: s3://sagemaker-us-west-2-000000000000/" in text
+    assert "array([[" in text  # the two predictions' actions
+    bucket = tmp_path / "work" / "s3" / "sagemaker-us-west-2-000000000000"
+    assert sorted(p.name for p in bucket.glob("rl-cart-pole-*/output/*.tar.gz"))[:2] == ["model.tar.gz", "output.tar.gz"]
+    assert list(bucket.glob("rl-cart-pole-*/checkpoint/*.onnx")), "the checkpoint `aws s3 cp` uploaded"
+    assert job_container_count(docker_engine) == before
+    leftover = subprocess.run(["pgrep", "-f", "rclone serve s3|ipykernel_launcher"], capture_output=True, text=True)
+    assert leftover.stdout == "", "no S3 server or kernel left running"
