@@ -7,6 +7,8 @@ notebook's kernel), before the first line of it: code written for the cloud runs
   binds to those classes build a ``RunSession``: the emulator's offline session, with the
   local S3 server behind ``default_bucket()``, uploads, downloads and ``s3://`` paths;
 * ``sagemaker.get_execution_role()`` returns a placeholder role;
+* a connection to anything but this machine is refused (an audit hook on
+  ``socket.connect``), and written to ``refused-connections.log`` in the work folder;
 * estimators and models asked for an ``ml.*`` instance type run locally: ``local``, or
   ``local_gpu`` for GPU types when the engine has an NVIDIA runtime; the mapping is printed once.
 
@@ -17,6 +19,7 @@ by the caller, see ``run_environment``.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import sys
@@ -41,6 +44,7 @@ from emulator.session import CLOUD_INSTANCE_TYPE_ATTRIBUTE, LocalRLSession, refu
 
 S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
 GPU_ENV = "SMRL_RUN_GPU"
+REFUSED_CONNECTIONS_LOG = "refused-connections.log"
 RUN_MARKER_ENV = "SMRL_RUN"
 # The SDK's own default_bucket(), kept before install() rebinds the SDK's session classes.
 _SDK_DEFAULT_BUCKET = sagemaker.session.Session.default_bucket
@@ -138,10 +142,37 @@ def _answering_locally(create_client: Callable) -> Callable:
     return create
 
 
+class ConnectionOffThisMachine(ConnectionRefusedError):
+    """The run's code tried to connect beyond this machine."""
+
+
+def _is_this_machine(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_connections_off_this_machine(event: str, args: tuple) -> None:
+    if event != "socket.connect" or not isinstance(args[1], tuple) or not args[1]:
+        return  # AF_UNIX (the Docker engine's socket) and the like
+    host = str(args[1][0])
+    if _is_this_machine(host):
+        return
+    line = f"smrl-local run keeps the code on this machine: refused a connection to {host}:{args[1][1]}"
+    with open(resources.work_dir() / REFUSED_CONNECTIONS_LOG, "a") as log:
+        log.write(line + "\n")
+    raise ConnectionOffThisMachine(line)
+
+
 def install() -> None:
     """Installs everything the module docstring lists, once per process."""
     if getattr(botocore.session.Session.create_client, "smrl_run", False):
         return
+    resources.work_dir().mkdir(parents=True, exist_ok=True)
+    sys.addaudithook(_refuse_connections_off_this_machine)
     # The run's credentials and endpoint come from its environment; botocore would say so at
     # INFO on every client (the SDK leaves the root logger at INFO).
     logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -220,6 +220,7 @@ def test_the_public_notebook_runs_unchanged_with_its_cloud_settings(in_case, doc
     bucket = tmp_path / "work" / "s3" / "sagemaker-us-west-2-000000000000"
     assert sorted(p.name for p in bucket.glob("rl-cart-pole-*/output/*.tar.gz"))[:2] == ["model.tar.gz", "output.tar.gz"]
     assert list(bucket.glob("rl-cart-pole-*/checkpoint/*.onnx")), "the checkpoint `aws s3 cp` uploaded"
+    assert not (tmp_path / "work" / "refused-connections.log").exists(), "no connection beyond this machine"
     assert job_container_count(docker_engine) == before
     leftover = subprocess.run(["pgrep", "-f", "rclone serve s3|ipykernel_launcher"], capture_output=True, text=True)
     assert leftover.stdout == "", "no S3 server or kernel left running"

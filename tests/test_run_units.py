@@ -77,3 +77,14 @@ def test_a_file_that_is_not_a_notebook_says_so(tmp_path):
     broken.write_text("{ not json")
     with pytest.raises(notebooks.NotebookError, match="broken.ipynb is not a notebook Jupyter can read"):
         notebooks.read(broken)
+
+
+def test_a_run_refuses_connections_beyond_this_machine_and_logs_them(tmp_path, monkeypatch):
+    from emulator import runtime
+
+    monkeypatch.setenv("SMRL_WORK_DIR", str(tmp_path))
+    for address in [("127.0.0.1", 9000), ("::1", 80, 0, 0), ("localhost", 8080), "/var/run/docker.sock"]:
+        runtime._refuse_connections_off_this_machine("socket.connect", (None, address))
+    with pytest.raises(runtime.ConnectionOffThisMachine, match="refused a connection to 52.94.0.1:443"):
+        runtime._refuse_connections_off_this_machine("socket.connect", (None, ("52.94.0.1", 443)))
+    assert (tmp_path / "refused-connections.log").read_text().count("refused") == 1
