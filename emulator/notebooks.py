@@ -30,7 +30,7 @@ from emulator.errors import UserError
 from emulator.progress import Log
 
 _ANSI = re.compile(r"\x1b\[[\d;]*m")
-_CELL_LINE = re.compile(r"Cell In\[\d*\], line (\d+)")
+_CELL_LINE = re.compile(r"Cell In\[\d*\], line (\d+)|in <module>:(\d+)")
 
 
 class NotebookError(UserError):
@@ -79,13 +79,17 @@ def literal(text: str) -> Any:
 
 
 def failed_line(cell: Any) -> str:
-    """The line of `cell` where its error was raised, from the traceback the kernel sent."""
+    """The line of `cell` where its error was raised, from the traceback the kernel sent:
+    IPython's (``Cell In[3], line 2``), or rich's, which the SageMaker SDK installs in the
+    kernel when it is imported (``in <module>:2``)."""
+    texts = []
     for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            for frame in output.get("traceback", []):
-                found = _CELL_LINE.search(_ANSI.sub("", frame))
-                if found:
-                    return found.group(1)
+        texts += output.get("traceback", [])
+        texts.append(str(output.get("data", {}).get("text/plain", "")))
+    for text in texts:
+        found = _CELL_LINE.search(_ANSI.sub("", text))
+        if found:
+            return found.group(1) or found.group(2)
     return "?"
 
 

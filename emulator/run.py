@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator import notebooks, resources
-from emulator.engine import has_nvidia_runtime, require_engine
+from emulator.engine import EngineError, has_nvidia_runtime, require_engine
 from emulator.errors import UserError
 from emulator.images import default_region
 from emulator.progress import Log
@@ -72,11 +72,7 @@ def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str 
         raise RunError(f"No script or notebook at {path}. Pass a .py or .ipynb file.")
     if path.suffix not in (".py", ".ipynb"):
         raise RunError(f"{path.name}: `smrl-local run` runs a .py script or an .ipynb notebook.")
-    client = require_engine()
-    try:
-        gpu = has_nvidia_runtime(client)
-    finally:
-        client.close()
+    gpu = _engine_has_gpus()
     work_dir = resources.work_dir()
     started = time.monotonic()
     with LocalS3(work_dir / "s3") as s3:
@@ -90,6 +86,18 @@ def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str 
         executed = run_dir / path.name
         notebooks.execute(path, executed, env, KERNEL_HOOK, params or {}, log)
         return RunResult(path, time.monotonic() - started, executed)
+
+
+def _engine_has_gpus() -> bool:
+    """Whether ml.* GPU types can run as local_gpu; without an engine, jobs will say what is missing."""
+    try:
+        client = require_engine()
+    except EngineError:
+        return False
+    try:
+        return has_nvidia_runtime(client)
+    finally:
+        client.close()
 
 
 def _run_script(path: Path, params: dict[str, Any], env: dict[str, str]) -> None:

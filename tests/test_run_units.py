@@ -72,6 +72,13 @@ def test_the_failed_line_is_read_from_the_kernels_traceback():
     assert notebooks.failed_line(notebook.cells[0]) == "2"
 
 
+def test_the_failed_line_is_read_from_rich_tracebacks_too():
+    notebook = _notebook("y = 2\nraise ValueError('boom')")
+    notebook.cells[0].outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/plain": "\x1b[31m│\x1b[0m in <module>:2    │\n│ ❱ 2 raise ValueError"})]
+    assert notebooks.failed_line(notebook.cells[0]) == "2"
+
+
 def test_a_file_that_is_not_a_notebook_says_so(tmp_path):
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{ not json")
