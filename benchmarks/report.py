@@ -71,6 +71,9 @@ FIGURES: list[Figure] = [
     Figure("predict-sdk-p99", "predict latency p99: SDK predictor, emulator session", "ms"),
     Figure("predict-stock-p50", "predict latency p50: SDK predictor, stock local mode", "ms", "predict-sdk-p50", "baseline"),
     Figure("requests-per-second", "requests/s, 4 concurrent keep-alive clients", "req/s"),
+    Figure("s3-start", "local S3 (rclone serve s3, on the host): start -> accepting", "s"),
+    Figure("s3-put-50mb", "local S3: put of a 50 MB object (boto3)", "s"),
+    Figure("s3-get-50mb", "local S3: get of a 50 MB object (boto3)", "s"),
 ]
 BY_KEY = {figure.key: figure for figure in FIGURES}
 
