@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 USER_TESTS = '''
@@ -21,6 +23,7 @@ def test_the_other_fixtures_are_there(request):
 '''
 
 
+@pytest.mark.integration  # a pytest subprocess (5 s): kept out of the quick loop
 def test_a_users_test_file_gets_the_fixtures_from_the_installed_plugin(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
