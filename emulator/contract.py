@@ -116,6 +116,9 @@ SDK_PY_VERSION = "py3"
 # Local jobs use no role or account; the SDK still wants ARN-shaped ones.
 PLACEHOLDER_ACCOUNT = "000000000000"
 PLACEHOLDER_ROLE = f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:role/sagemaker-rl-local"
+# The only credentials local sessions, runs, containers and the local S3 ever see.
+PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
+PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
 
 
 def image_tag(repository: str, version: str, variant: str) -> str:

@@ -27,10 +27,10 @@ from emulator.progress import Log
 from emulator.runtime import run_environment
 from emulator.s3 import LocalS3
 
-# Runs the script as `python script.py` would, after installing the runtime; parameters
-# are bound as globals, as papermill binds a notebook's.
 KERNEL_HOOK = "from emulator import runtime\nruntime.install()\n"
 DEFAULT_OUTPUT_DIR = Path("output")
+# Runs the script as `python script.py` would, after installing the runtime; parameters
+# are bound as globals, as papermill binds a notebook's.
 SCRIPT_BOOTSTRAP = """\
 import json, runpy, sys
 from emulator import runtime

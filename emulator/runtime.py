@@ -57,8 +57,8 @@ def run_environment(s3_endpoint: str, region: str, work_dir: str, gpu: bool,
     env = {k: v for k, v in (base if base is not None else os.environ).items()
            if not k.startswith("AWS_")}
     env.update({
-        "AWS_ACCESS_KEY_ID": "SMRLLOCALPLACEHOLDER",
-        "AWS_SECRET_ACCESS_KEY": "smrl-local-placeholder-not-a-secret",
+        "AWS_ACCESS_KEY_ID": contract.PLACEHOLDER_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": contract.PLACEHOLDER_SECRET_KEY,
         "AWS_DEFAULT_REGION": region,
         "AWS_REGION": region,
         "AWS_CONFIG_FILE": os.devnull,

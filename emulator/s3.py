@@ -21,11 +21,10 @@ from types import TracebackType
 import boto3
 import botocore.config
 
+from emulator import contract
 from emulator.errors import UserError
 
 LOOPBACK = "127.0.0.1"
-ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
-SECRET_KEY = "smrl-local-placeholder-not-a-secret"
 READY_TIMEOUT_S = 20.0
 
 
@@ -65,7 +64,8 @@ class LocalS3:
         # dropped into the folder by hand show within 2 s (0 s recomputes every ETag on each
         # ranged GET: a 200 MB download took 6-9 s instead of 1 s).
         self.process = subprocess.Popen(
-            [rclone(), "serve", "s3", "--addr", f"{LOOPBACK}:{self.port}", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}",
+            [rclone(), "serve", "s3", "--addr", f"{LOOPBACK}:{self.port}",
+             "--auth-key", f"{contract.PLACEHOLDER_ACCESS_KEY},{contract.PLACEHOLDER_SECRET_KEY}",
              "--dir-cache-time", "2s", f":local:{self.data_dir}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -82,8 +82,8 @@ class LocalS3:
 
     def client(self) -> object:
         """A boto3 S3 client for this server."""
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1",
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=contract.PLACEHOLDER_ACCESS_KEY,
+                            aws_secret_access_key=contract.PLACEHOLDER_SECRET_KEY, region_name="us-east-1",
                             config=botocore.config.Config(s3={"addressing_style": "path"}))
 
     def _wait_until_ready(self) -> None:

@@ -44,8 +44,8 @@ LOCAL_BUCKET = "sagemaker-rl-local"
 # Set on an estimator whose ml.* instance type `smrl-local run` mapped to a local one.
 CLOUD_INSTANCE_TYPE_ATTRIBUTE = "_smrl_cloud_instance_type"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-PLACEHOLDER_ACCESS_KEY = "SMRLLOCALPLACEHOLDER"
-PLACEHOLDER_SECRET_KEY = "smrl-local-placeholder-not-a-secret"
+PLACEHOLDER_ACCESS_KEY = contract.PLACEHOLDER_ACCESS_KEY
+PLACEHOLDER_SECRET_KEY = contract.PLACEHOLDER_SECRET_KEY
 
 # Passed as the session's SDK defaults, so that the host's admin/user config files (which
 # may point at S3) are not read, and telemetry (an STS call plus an S3 GET per job) is off.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,13 @@ def rl_examples() -> Path:
     if _in_ci():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+def make_tar_gz(path: Path, files: dict[str, bytes]) -> Path:
+    """A tar.gz at `path` holding `files` (member name -> content); returns `path`."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

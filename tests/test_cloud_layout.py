@@ -6,17 +6,8 @@ import io
 import tarfile
 from pathlib import Path
 
+from conftest import make_tar_gz
 from emulator.cloud_layout import cloud_output_archive, intermediate_files, job_prefix, upload_as_the_cloud_does
-
-
-def _archive(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
 
 LONG_NAME = ("data/checkpoint/0_Step-2449.ckpt.main_level.agent.filters.pre_network_filter.observation_filters."
              "observation.normalize_observation.srs")  # over tar's 100 characters: kept in a PAX header
@@ -37,7 +28,7 @@ def test_the_job_folder_is_output_under_the_job_name():
 
 
 def test_the_clouds_output_archive_holds_what_was_in_output_data(tmp_path):
-    packed = cloud_output_archive(_archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
+    packed = cloud_output_archive(make_tar_gz(tmp_path / "output.tar.gz", LOCAL_OUTPUT))
     with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
         assert sorted(m.name for m in tar.getmembers()) == [
             "checkpoint/.coach_checkpoint", "checkpoint/0_Step-0.ckpt", LONG_NAME.removeprefix("data/")]
@@ -60,8 +51,8 @@ class RecordingS3:
 
 
 def test_a_cloud_jobs_artifacts_land_under_the_clouds_keys(tmp_path):
-    _archive(tmp_path / "output.tar.gz", LOCAL_OUTPUT)
-    _archive(tmp_path / "model.tar.gz", {"model.onnx": b"onnx"})
+    make_tar_gz(tmp_path / "output.tar.gz", LOCAL_OUTPUT)
+    make_tar_gz(tmp_path / "model.tar.gz", {"model.onnx": b"onnx"})
     _intermediate(tmp_path)
     s3 = RecordingS3()
     model = upload_as_the_cloud_does(s3, tmp_path, "s3://bucket/", "job-1")

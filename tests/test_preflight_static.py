@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 from sagemaker.rl import RLFramework, RLToolkit
 
+from conftest import make_tar_gz
 from emulator import jobspec
 from emulator.preflight import smoke_run, static_checks
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Report, format_check, format_report
@@ -194,22 +193,13 @@ def test_a_metric_regex_that_does_not_compile_fails():
 
 # -- what the smoke run left behind ----------------------------------------------------------
 
-def _archive(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_an_output_archive_with_checkpoint_files_passes(tmp_path):
-    output = _archive(tmp_path / "output.tar.gz", {"data/checkpoint/0_Step-0.ckpt.index": b"x", "failure": b""})
+    output = make_tar_gz(tmp_path / "output.tar.gz", {"data/checkpoint/0_Step-0.ckpt.index": b"x", "failure": b""})
     assert smoke_run.check_checkpoint(output).message == "1 files in /opt/ml/output/data/checkpoint"
 
 
 def test_an_output_archive_without_checkpoint_fails(tmp_path):
-    assert smoke_run.check_checkpoint(_archive(tmp_path / "output.tar.gz", {"data/x": b""})).status == FAIL
+    assert smoke_run.check_checkpoint(make_tar_gz(tmp_path / "output.tar.gz", {"data/x": b""})).status == FAIL
 
 
 @pytest.mark.parametrize(("files", "status"), [
@@ -219,18 +209,18 @@ def test_an_output_archive_without_checkpoint_fails(tmp_path):
     ({}, FAIL),
 ])
 def test_a_model_archive_passes_with_an_export_either_form(tmp_path, files, status):
-    assert smoke_run.check_model_archive(_archive(tmp_path / "model.tar.gz", files)).status == status
+    assert smoke_run.check_model_archive(make_tar_gz(tmp_path / "model.tar.gz", files)).status == status
 
 
 def test_the_observation_for_a_model_is_one_coach_predicted_for(tmp_path):
     reference = json.dumps({"inputs": {"observation": [[0.1, 0.2, 0.3, 0.4]]}, "outputs": []}).encode()
-    archive = _archive(tmp_path / "model.tar.gz", {"reference-predictions.json": reference})
+    archive = make_tar_gz(tmp_path / "model.tar.gz", {"reference-predictions.json": reference})
     assert smoke_run.observation_for(archive) == [0.1, 0.2, 0.3, 0.4]
 
 
 def test_without_reference_predictions_the_observation_is_zeros_of_the_signatures_shape(tmp_path):
     signature = json.dumps({"inputs": [{"name": "Data0", "shape": [1, 2, 3]}]}).encode()
-    archive = _archive(tmp_path / "model.tar.gz", {"model-signature.json": signature})
+    archive = make_tar_gz(tmp_path / "model.tar.gz", {"model-signature.json": signature})
     assert smoke_run.observation_for(archive) == [0.0] * 6
 
 
