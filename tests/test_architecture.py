@@ -20,7 +20,7 @@ PACKAGE = REPO / "emulator"
 # Each module may import only modules of a lower layer.
 LAYERS = {
     "contract": 0, "errors": 0, "progress": 0,
-    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1,
+    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "run_journal": 1,
     "engine": 2, "s3": 2, "notebooks": 2,
     "images": 3,
     "containers": 4,
@@ -29,7 +29,7 @@ LAYERS = {
     "training": 7, "endpoints": 7, "runtime": 7,
     "run": 8,
     "preflight": 8, "preflight.report": 8, "preflight.static_checks": 9, "preflight.image_checks": 9,
-    "preflight.smoke_run": 9, "preflight.runner": 10,
+    "preflight.smoke_run": 9, "preflight.runner": 10, "preflight.notebook": 10,
     "cli": 11, "pytest_plugin": 11,
     "__init__": 12,
 }

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from emulator import local_session
-from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused
+from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused, job_log_path, kept_log
 
 REAL_KEY = "AKIAREALHOSTKEY00000"
 REAL_SECRET = "real-host-secret-that-must-not-leak"
@@ -477,3 +477,12 @@ def test_folders_with_files_the_host_user_cannot_delete_are_emptied_from_a_conta
     assert not folder.exists()
     assert len(calls) == 2
     assert docker_engine.containers.list(all=True, filters={"ancestor": tiny_image}) == []
+
+
+def test_a_jobs_streamed_output_is_kept_in_its_log_as_well(tmp_path, capsys):
+    log = job_log_path(tmp_path, "job-1")
+    with kept_log(log):
+        print("Training> Episode=1, Total reward=9.0,")
+    assert "Training> Episode=1" in capsys.readouterr().out
+    assert log.read_text() == "Training> Episode=1, Total reward=9.0,\n"
+    assert log == tmp_path / "logs" / "job-1.log"

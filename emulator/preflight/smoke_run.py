@@ -18,7 +18,7 @@ from typing import Any
 import docker
 from sagemaker.rl import RLEstimator
 
-from emulator import contract
+from emulator import contract, metrics
 from emulator.containers import count_job_containers
 from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
@@ -29,6 +29,11 @@ from emulator.progress import Log, quiet
 from emulator.serving import EndpointError
 from emulator.session import local_session
 from emulator.training import TrainingError, failure_message, fit_with_progress, local_estimator
+
+# Coach ends a phase at the end of an episode, so a job may overshoot its budget by one
+# episode (200 steps of CartPole); past twice the budget it did not take the budget at all.
+STEP_BUDGET_SLACK = 2
+TRACEBACK_TAIL_LINES = 12
 
 
 def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps: int, report: Report,
@@ -88,16 +93,58 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
                          seconds=time.monotonic() - begun), log)
         trained = True
     except (RuntimeError, TrainingError) as error:
-        reason = failure_message(work / "out", log_file, error)
-        known = diagnose(log_file.read_text() if log_file.exists() else str(error), spec.base_dir)
-        report.add(Check("smoke training", FAIL, reason + (f"\n      cause: {known.cause}" if known else ""),
-                         known.fix if known else "fix the error above (the full log is in the message)",
-                         seconds=time.monotonic() - begun), log)
+        log_text = log_file.read_text() if log_file.exists() else ""
+        report.add(failed_training("smoke training", failure_message(work / "out", log_file, error), log_text,
+                                   spec.base_dir, time.monotonic() - begun), log)
         trained = False
-    return trained, log_file.read_text() if log_file.exists() else ""
+    log_text = log_file.read_text() if log_file.exists() else ""
+    if trained:
+        report.add(check_step_budget(log_text, steps), log)
+    return trained, log_text
 
 
-def check_metrics(definitions: list[dict[str, str]], log_text: str) -> list[Check]:
+def traceback_tail(log_text: str, lines: int = TRACEBACK_TAIL_LINES) -> str:
+    """The end of the last Python traceback in a job's log (without compose's prefixes), or
+    of the log itself when it holds none."""
+    text = [normalise_line(line) for line in log_text.splitlines()]
+    starts = [i for i, line in enumerate(text) if line.startswith("Traceback (most recent call last)")]
+    shown = text[starts[-1]:] if starts else text
+    kept = [line for line in shown if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def failed_training(name: str, reason: str, log_text: str, base_dir: Path, seconds: float) -> Check:
+    """The FAIL of a training job: the container's reason, the known cause and fix when the
+    log shows one, and the tail of the traceback."""
+    known = diagnose(log_text or reason, base_dir)
+    tail = traceback_tail(log_text)
+    message = reason + (f"\n      cause: {known.cause}" if known else "")
+    if tail and tail not in reason:
+        message += "\n      log tail:\n        " + tail.replace("\n", "\n        ")
+    return Check(name, FAIL, message, known.fix if known else "fix the error above", seconds=seconds)
+
+
+def check_step_budget(log_text: str, steps: int, name: str = "step budget") -> Check:
+    """Whether the job kept to the shortened budget: Coach's last ``Training>`` line counts
+    the environment steps it took. An entry point that ignores ``rl.improve_steps`` runs in
+    full, and the pre-flight takes as long as the job."""
+    counted = [metrics.field(line, "Steps") for line in map(normalise_line, log_text.splitlines())
+               if line.startswith("Training>")]
+    taken = max((c for c in counted if c is not None), default=None)
+    if taken is None:
+        return Check(name, SKIP, "the log has no Coach training lines to count steps from")
+    if taken > STEP_BUDGET_SLACK * steps:
+        return Check(name, WARN, f"the job took {taken:.0f} environment steps, asked for {steps}: its entry point "
+                     f"ignored {contract.IMPROVE_STEPS_PARAM}, so the smoke run was not shortened",
+                     f"let the entry point pass {contract.IMPROVE_STEPS_PARAM} on to Coach (the sagemaker_rl "
+                     "launcher applies every rl.* hyperparameter) to keep pre-flights short")
+    return Check(name, PASS, f"{taken:.0f} environment steps (budget {steps})")
+
+
+def check_metrics(definitions: list[dict[str, str]], log_text: str, *, suffix: str = "",
+                  unmatched: str = FAIL) -> list[Check]:
+    """One check per metric definition against a job's log: the regex compiles and matches.
+    A regex that matches no line has status `unmatched`."""
     lines = [normalise_line(line) for line in log_text.splitlines()]
     checks = []
     for definition in definitions:
@@ -105,18 +152,22 @@ def check_metrics(definitions: list[dict[str, str]], log_text: str) -> list[Chec
         try:
             pattern = re.compile(regex)
         except re.error as error:
-            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} does not compile: {error}", "fix the regex"))
+            checks.append(Check(f"metric {name}{suffix}", FAIL, f"regex {regex!r} does not compile: {error}",
+                                "fix the regex"))
             continue
         hits = [line for line in lines if pattern.search(line)]
         if hits:
             last = pattern.search(hits[-1])
             value = last.group(1) if last and pattern.groups else hits[-1][:60]
-            checks.append(Check(f"metric {name}", PASS, f"matched {len(hits)} log lines (last value {value})"))
+            checks.append(Check(f"metric {name}{suffix}", PASS, f"matched {len(hits)} log lines (last value {value})"))
         else:
             sample = [line for line in lines if line.strip()][-5:]
-            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} matched none of {len(lines)} log lines; "
+            checks.append(Check(f"metric {name}{suffix}", unmatched,
+                                f"regex {regex!r} matched none of {len(lines)} log lines; "
                                 "last lines tried:\n        " + "\n        ".join(sample),
-                                "fix the regex against the log above; SageMaker would record no values"))
+                                "fix the regex against the log above; SageMaker would record no values"
+                                + ("" if unmatched == FAIL else " (a job that does not log this metric, such as "
+                                   "an evaluation job's training reward, needs no fix)")))
     return checks
 
 
