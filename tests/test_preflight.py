@@ -59,7 +59,7 @@ def _statuses(checks: dict[str, Check]) -> dict[str, str]:
 
 
 def test_the_example_job_passes_every_check_and_connects_nowhere_else(
-    docker_engine, training_image_ready, inference_image_ready
+    docker_engine, training_image_ready, inference_image_ready, capfd
 ):
     connections: list[tuple] = []
 
@@ -72,8 +72,9 @@ def test_the_example_job_passes_every_check_and_connects_nowhere_else(
     report = run(jobspec.load(PRESETS / "cartpole_job.py"), log=lambda line: None)
 
     assert [c.name for c in report.checks if c.status != PASS] == []
-    assert {"smoke training", "metric reward-training", "metric reward-testing", "checkpoint", "model archive",
-            "endpoint", "cleanup"} <= {c.name for c in report.checks}
+    assert {"smoke training", "step budget", "metric reward-training", "metric reward-testing", "checkpoint",
+            "model archive", "endpoint", "cleanup"} <= {c.name for c in report.checks}
+    assert "uvicorn" not in capfd.readouterr().out, "the serving log stays out of the report (and of --json)"
     assert job_container_count(docker_engine) == before
     assert [a for a in connections if not str(a[0]).startswith(("127.", "::1", "localhost"))] == []
 

@@ -137,3 +137,10 @@ def test_without_a_journal_named_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_journal.record(run_journal.FIT, job="j")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_heat_up_steps_do_not_count_against_the_budget():
+    log = ("Heatup> 2024-05-01-10:00:00.000001 , Name=main_level/agent, Episode=50, Total reward=14.0, Steps=1000\n"
+           + TRAINING_LOG.replace("Steps=1510", "Steps=2539"))
+    check = check_step_budget(log, 1500)
+    assert (check.status, check.message) == (PASS, "1539 environment steps after heat-up (budget 1500)")

@@ -6,6 +6,7 @@ left (checkpoint, model archive) and the model served by a local endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -61,7 +62,7 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
             report.add(Check("endpoint", SKIP, "not run: no trained model"), log)
         else:
             report.add(check_model_archive(model), log)
-            report.add(check_endpoint(spec, model), log)
+            report.add(check_endpoint(spec, model, work / "endpoint.log"), log)
     report.add(check_cleanup(count_job_containers(client) - before), log)
 
 
@@ -128,17 +129,23 @@ def check_step_budget(log_text: str, steps: int, name: str = "step budget") -> C
     """Whether the job kept to the shortened budget: Coach's last ``Training>`` line counts
     the environment steps it took. An entry point that ignores ``rl.improve_steps`` runs in
     full, and the pre-flight takes as long as the job."""
-    counted = [metrics.field(line, "Steps") for line in map(normalise_line, log_text.splitlines())
-               if line.startswith("Training>")]
-    taken = max((c for c in counted if c is not None), default=None)
-    if taken is None:
+    lines = [normalise_line(line) for line in log_text.splitlines()]
+
+    def last_count(phase: str) -> float | None:
+        counts = [metrics.field(line, "Steps") for line in lines if line.startswith(phase)]
+        return max((c for c in counts if c is not None), default=None)
+
+    trained_to = last_count("Training>")
+    if trained_to is None:
         return Check(name, SKIP, "the log has no Coach training lines to count steps from")
+    # Coach's step counter includes heat-up, which the budget does not.
+    taken = trained_to - (last_count("Heatup>") or 0)
     if taken > STEP_BUDGET_SLACK * steps:
         return Check(name, WARN, f"the job took {taken:.0f} environment steps, asked for {steps}: its entry point "
                      f"ignored {contract.IMPROVE_STEPS_PARAM}, so the smoke run was not shortened",
                      f"let the entry point pass {contract.IMPROVE_STEPS_PARAM} on to Coach (the sagemaker_rl "
                      "launcher applies every rl.* hyperparameter) to keep pre-flights short")
-    return Check(name, PASS, f"{taken:.0f} environment steps (budget {steps})")
+    return Check(name, PASS, f"{taken:.0f} environment steps after heat-up (budget {steps})")
 
 
 def check_metrics(definitions: list[dict[str, str]], log_text: str, *, suffix: str = "",
@@ -216,17 +223,20 @@ def _json_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
     return json.load(data) if data is not None else None
 
 
-def check_endpoint(spec: JobSpec, model_archive: Path) -> Check:
-    """Serves the model as the job deploys it and asks it for one prediction."""
+def check_endpoint(spec: JobSpec, model_archive: Path, log_file: Path) -> Check:
+    """Serves the model as the job deploys it and asks it for one prediction. The serving
+    container's log (which the SDK streams to stdout) goes to `log_file`: the report, and
+    `--json`, stay readable."""
     inference_entry = spec.deploy.get("entry_point") or spec.estimator["entry_point"]
     source_dir = spec.resolve(spec.deploy["source_dir"]) if spec.deploy.get("source_dir") else spec.source_dir
     observation = observation_for(model_archive)
     begun = time.monotonic()
     try:
-        with endpoint(model_archive, entry_point=inference_entry, source_dir=source_dir) as predictor:
+        with open(log_file, "w") as serving_log, contextlib.redirect_stdout(serving_log), \
+                endpoint(model_archive, entry_point=inference_entry, source_dir=source_dir) as predictor:
             answer = predictor.predict(observation if observation is not None else [0.0])
     except (EndpointError, RuntimeError) as error:
-        known = diagnose(str(error))
+        known = diagnose(str(error) + "\n" + log_file.read_text(errors="replace"))
         return Check("endpoint", FAIL, str(error) + (f"\n      cause: {known.cause}" if known else ""),
                      known.fix if known else "fix the inference script (model_fn/input_fn/predict_fn/"
                      "output_fn or transform_fn) or the exported model", seconds=time.monotonic() - begun)
