@@ -36,7 +36,9 @@ from emulator import contract, resources
 from emulator.cloud_layout import IntermediateUploads, upload_as_the_cloud_does
 from emulator.containers import TrainingContainer
 from emulator.engine import require_engine
+from emulator.errors import UserError
 from emulator.images import IMAGES, default_region, variant_for
+from emulator.job_failure import TrainingJobFailed, describe
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
 from emulator.local_aws import AWSCallRefused
@@ -267,15 +269,26 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 job = _LocalTrainingJob(container)
                 uploads = (IntermediateUploads(session.s3_client, output, requested_output, TrainingJobName)
                            if cloud_layout else contextlib.nullcontext())
-                with uploads, kept_log(job_log_path(session.work_dir, TrainingJobName)):
-                    job.start(
-                        InputDataConfig or [],
-                        OutputDataConfig,
-                        hyperparameters,
-                        Environment or {},
-                        TrainingJobName,
-                    )
-                raise_if_a_host_failed(client, container.hosts)
+                log_file = job_log_path(session.work_dir, TrainingJobName)
+                try:
+                    with uploads, kept_log(log_file):
+                        job.start(
+                            InputDataConfig or [],
+                            OutputDataConfig,
+                            hyperparameters,
+                            Environment or {},
+                            TrainingJobName,
+                        )
+                    raise_if_a_host_failed(client, container.hosts)
+                except RuntimeError as error:
+                    if isinstance(error, UserError):
+                        raise
+                    # The SDK says only "Failed to run: [docker-compose ...] exited with code: 1".
+                    artifacts = session.artifacts_dirs.get(TrainingJobName)
+                    raise TrainingJobFailed(describe(
+                        TrainingJobName, artifacts / contract.OUTPUT_ARCHIVE if artifacts else None,
+                        log_file.read_text(errors="replace") if log_file.is_file() else "", log_file, str(error),
+                    )) from None
         finally:
             client.close()
         if cloud_layout:

@@ -11,9 +11,10 @@ from sagemaker.rl import RLToolkit
 
 from conftest import make_tar_gz
 from emulator import contract, run_journal
+from emulator.job_failure import traceback_tail
 from emulator.preflight.notebook import journal_checks
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN
-from emulator.preflight.smoke_run import check_step_budget, traceback_tail
+from emulator.preflight.smoke_run import check_step_budget
 
 TRAINING_LOG = """algo-1-abcde | Training> 2024-05-01-10:00:01.000001 , Name=main_level/agent, Episode=12, Total reward=21.0, Steps=1255
 algo-1-abcde | Testing> 2024-05-01-10:00:03.000001 , Name=main_level/agent, Episode=13, Total reward=200.0, Steps=1490

@@ -23,6 +23,7 @@ from emulator import contract, metrics
 from emulator.containers import count_job_containers
 from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
+from emulator.job_failure import traceback_tail
 from emulator.jobspec import JobSpec
 from emulator.metrics import normalise_line
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Report
@@ -34,7 +35,6 @@ from emulator.training import TrainingError, failure_message, fit_with_progress,
 # Coach ends a phase at the end of an episode, so a job may overshoot its budget by one
 # episode (200 steps of CartPole); past twice the budget it did not take the budget at all.
 STEP_BUDGET_SLACK = 2
-TRACEBACK_TAIL_LINES = 12
 
 
 def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps: int, report: Report,
@@ -104,23 +104,13 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
     return trained, log_text
 
 
-def traceback_tail(log_text: str, lines: int = TRACEBACK_TAIL_LINES) -> str:
-    """The end of the last Python traceback in a job's log (without compose's prefixes), or
-    of the log itself when it holds none."""
-    text = [normalise_line(line) for line in log_text.splitlines()]
-    starts = [i for i, line in enumerate(text) if line.startswith("Traceback (most recent call last)")]
-    shown = text[starts[-1]:] if starts else text
-    kept = [line for line in shown if line.strip()]
-    return "\n".join(kept[-lines:])
-
-
 def failed_training(name: str, reason: str, log_text: str, base_dir: Path, seconds: float) -> Check:
     """The FAIL of a training job: the container's reason, the known cause and fix when the
     log shows one, and the tail of the traceback."""
     known = diagnose(log_text or reason, base_dir)
     tail = traceback_tail(log_text)
     message = reason + (f"\n      cause: {known.cause}" if known else "")
-    if tail and tail not in reason:
+    if tail and tail.splitlines()[-1] not in reason:
         message += "\n      log tail:\n        " + tail.replace("\n", "\n        ")
     return Check(name, FAIL, message, known.fix if known else "fix the error above", seconds=seconds)
 
