@@ -142,7 +142,7 @@ def _mapping_deploy(deploy: Callable) -> Callable:
             args = (args[0], _local_instance_type(args[1]), *args[2:])
         predictor = deploy(self, *args, **kwargs)
         run_journal.record(run_journal.DEPLOY, estimator=id(self), endpoint=getattr(predictor, "endpoint_name", None),
-                           entry_point=kwargs.get("entry_point") or getattr(self, "entry_point", None),
+                           entry_point=kwargs.get("entry_point"),
                            model_data=getattr(self, "model_data", None))
         return predictor
 

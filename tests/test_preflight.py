@@ -113,6 +113,21 @@ def test_entry_point_that_raises_at_import(docker_engine, training_image_ready, 
     assert checks["smoke run"].status == SKIP
 
 
+def test_a_crashing_smoke_run_is_one_fail_with_the_traceback_and_its_dependents_skip(
+    docker_engine, training_image_ready, tmp_path
+):
+    spec = _job(tmp_path)
+    (spec.source_dir / "train_coach.py").write_text(
+        "def main():\n    raise KeyError('reward_csv')\n\nif __name__ == '__main__':\n    main()\n")
+    checks = _run(spec)
+    failed = checks["smoke training"]
+    assert failed.status == FAIL
+    assert "KeyError: 'reward_csv'" in failed.message and "in your code: train_coach.py:2 in main" in failed.message
+    assert {name: checks[name].status for name in ("metrics", "checkpoint", "endpoint")} == dict.fromkeys(
+        ("metrics", "checkpoint", "endpoint"), SKIP)
+    assert [c for c in checks.values() if c.status == FAIL] == [failed]
+
+
 
 
 

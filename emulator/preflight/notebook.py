@@ -94,11 +94,13 @@ def journal_checks(notebook: Path, events: list[dict[str, Any]], steps: int, gpu
         return [Check("estimators", WARN, "the notebook built no RLEstimator: only its cells were checked",
                       "build the job with sagemaker.rl.RLEstimator to have it checked")]
     labels = {key: _label(arguments, i) for i, (key, arguments) in enumerate(estimators.items(), 1)}
-    deployed = {e["estimator"] for e in events if e["event"] == run_journal.DEPLOY}
+    deployed = {e["estimator"]: {"entry_point": e.get("entry_point")}
+                for e in events if e["event"] == run_journal.DEPLOY}
     checks = []
     for key, arguments in estimators.items():
-        spec = from_mapping(notebook, {"estimator": arguments})
-        checks += [_named(c, labels[key]) for c in static_checks(spec, gpu_available) if c.name != "endpoint clean-up"]
+        spec = from_mapping(notebook, {"estimator": arguments, "deploy": deployed.get(key, {})})
+        checks += [_named(c, labels[key]) for c in static_checks(spec, gpu_available)
+                   if c.name != "endpoint clean-up" and not (c.name == "serving code" and c.status == SKIP)]
     for fit in (e for e in events if e["event"] == run_journal.FIT):
         arguments = estimators.get(fit["estimator"], {})
         checks += _fit_checks(notebook, fit, arguments, labels.get(fit["estimator"], fit["job"]), steps,
