@@ -164,10 +164,18 @@ def ensure_network(client: docker.DockerClient, name: str, *, internal: bool) ->
             )
         network.remove()
     try:
-        client.networks.create(name, driver="bridge", internal=internal)
+        created = client.networks.create(name, driver="bridge", internal=internal, check_duplicate=True)
     except docker.errors.APIError as exc:
         if exc.status_code != 409:  # 409: a parallel job created it first
             raise
+        return
+    # The engine's duplicate check is best effort: two jobs starting together made two
+    # networks of one name, and compose then refused both ("network ... is ambiguous").
+    # Every process keeps the oldest and removes its own if it is not that one.
+    same = [n for n in client.networks.list(names=[name]) if n.name == name]
+    oldest = min(same, key=lambda n: (n.attrs.get("Created", ""), n.id))
+    if oldest.id != created.id:
+        created.remove()
 
 
 def release_network(client: docker.DockerClient, name: str) -> None:

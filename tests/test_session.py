@@ -486,3 +486,31 @@ def test_a_jobs_streamed_output_is_kept_in_its_log_as_well(tmp_path, capsys):
     assert "Training> Episode=1" in capsys.readouterr().out
     assert log.read_text() == "Training> Episode=1, Total reward=9.0,\n"
     assert log == tmp_path / "logs" / "job-1.log"
+
+
+@pytest.mark.integration
+def test_jobs_starting_together_end_up_with_one_network_of_the_name(docker_engine):
+    import docker
+
+    from emulator.containers import ensure_network
+
+    name = f"smrl-test-race-{os.getpid()}"
+    clients = [docker.from_env() for _ in range(4)]
+    start = threading.Barrier(len(clients))
+
+    def create(client) -> None:
+        start.wait()
+        ensure_network(client, name, internal=True)
+
+    threads = [threading.Thread(target=create, args=(client,)) for client in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([n for n in docker_engine.networks.list(names=[name]) if n.name == name]) == 1
+    finally:
+        for network in docker_engine.networks.list(names=[name]):
+            network.remove()
+        for client in clients:
+            client.close()

@@ -203,8 +203,13 @@ def test_training_sends_nothing_off_this_machine_and_no_host_credentials(
         ("preset-raises", {}, ["raised ValueError: this preset is broken on purpose", "Fix the preset file"]),
         ("preset-corridor-gym", {"rl.agent_params.algorithm.discont": 0.9},
          ["has no field 'discont'", "Did you mean 'discount'?"]),
+        ("preset-corridor-wrong-shape", {},
+         ["EnvironmentCheckError: WrongShapeCorridor (corridor_wrong_shape): step() returned an observation of "
+          "shape (3,), but observation_space has shape (2,)"]),
+        ("preset-corridor-missing-module", {},
+         ["level 'corridor_gone:Corridor': no module 'corridor_gone' in /opt/ml/code", "corridor_gym"]),
     ],
-    ids=["unknown-preset", "preset-raises", "unknown-field"],
+    ids=["unknown-preset", "preset-raises", "unknown-field", "env-wrong-shape", "level-module-missing"],
 )
 def test_bad_job_configuration_fails_with_cause_and_fix(
     docker_engine, training_image_ready, tmp_path, preset, hyperparameters, expected
