@@ -37,6 +37,7 @@ from emulator.engine import require_engine
 from emulator.images import IMAGES, default_region, variant_for
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
+from emulator.kept_artifacts import KeptArtifacts, shared_output_folder
 from emulator.local_aws import AWSCallRefused
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
@@ -198,8 +199,13 @@ class _GuardedLocalClient(LocalSagemakerClient):
             output = Path(session.work_dir, "output", TrainingJobName).resolve()
             OutputDataConfig = {**OutputDataConfig, "S3OutputPath": output.as_uri()}
 
+        # Jobs sharing a file:// output path: each one's archives kept (emulator.kept_artifacts).
+        shared = shared_output_folder(OutputDataConfig.get("S3OutputPath") or "", TrainingJobName)
+        kept = KeptArtifacts(shared, TrainingJobName) if shared else None
         client = require_engine()
         try:
+            if kept:
+                kept.before()
             with JobGuard(client, image, instance_type, session.boto_region_name) as guard:
                 container = TrainingContainer(
                     instance_type,
@@ -232,6 +238,9 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 raise_if_a_host_failed(client, container.hosts)
         finally:
             client.close()
+            kept_model = kept.after() if kept else None
+        if kept_model:
+            job.model_artifacts = kept_model.as_uri()
         if cloud_layout:
             job.model_artifacts = upload_as_the_cloud_does(
                 session.s3_client, output, requested_output, TrainingJobName)
