@@ -160,9 +160,21 @@ def endpoint_url(endpoint_name: str) -> str:
 
 
 def greedy_action(predictor: Any, observation: Any) -> int:
-    """The action with the highest Q-value (or logit) the endpoint returns for one observation."""
-    outputs = predictor.predict([float(x) for x in observation])["predictions"][0]
-    return max(range(len(outputs)), key=outputs.__getitem__)
+    """The action with the highest Q-value (or probability) the endpoint returns for one observation.
+
+    A DQN policy's first output is the Q-values; a clipped-PPO policy's first output is its
+    value head (one number), and its action probabilities are among the named outputs.
+
+    Raises:
+        UserError: no output has one number per action.
+    """
+    answer = predictor.predict([float(x) for x in observation])
+    rows = [answer["predictions"][0]] + [output[0] for output in (answer.get("outputs") or {}).values() if output]
+    scores = next((row for row in rows if isinstance(row, list) and len(row) > 1), None)
+    if scores is None:
+        raise UserError(f"The model answers no Q-values or action probabilities to drive episodes with (outputs: "
+                        f"{sorted(answer.get('outputs') or {}) or 'predictions only'}). Pass --episodes 0.")
+    return max(range(len(scores)), key=scores.__getitem__)
 
 
 def run_episodes(predictor: Any, episodes: int = 20, env_id: str = "CartPole-v0", seed: int = 0) -> list[float]:

@@ -157,3 +157,30 @@ def test_the_python_api_refuses_the_same_archives_before_writing(tmp_path, work_
         with endpoint(archive):
             pass
     assert not work_dir.exists()
+
+
+class _Answers:
+    """An endpoint's JSON answer, as the serving image's default handlers give it."""
+
+    def __init__(self, answer: dict):
+        self.answer = answer
+
+    def predict(self, observation):
+        return self.answer
+
+
+def test_episodes_are_driven_by_q_values_or_by_ppo_action_probabilities():
+    from emulator.endpoints import greedy_action
+
+    dqn = {"predictions": [[0.1, 0.7]], "outputs": {"q": [[0.1, 0.7]]}}
+    ppo = {"predictions": [0.0005], "outputs": {"vhead0_squeeze0": [0.0005], "discreteppohead0_softmax0": [[0.8, 0.2]]}}
+    assert greedy_action(_Answers(dqn), [0.0] * 4) == 1
+    assert greedy_action(_Answers(ppo), [0.0] * 4) == 0
+
+
+def test_a_model_with_no_per_action_output_cannot_drive_episodes_and_says_so():
+    from emulator.endpoints import greedy_action
+    from emulator.errors import UserError
+
+    with pytest.raises(UserError, match=r"no Q-values or action probabilities .*\['value'\]\)\. Pass --episodes 0\."):
+        greedy_action(_Answers({"predictions": [0.5], "outputs": {"value": [0.5]}}), [0.0] * 4)
