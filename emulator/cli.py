@@ -142,14 +142,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from emulator import jobspec
+    from emulator.preflight import notebook
     from emulator.preflight.report import format_report
     from emulator.preflight.runner import run
 
-    spec = jobspec.load(args.job)
-    if not args.json:
-        print(f"pre-flight of {spec.path}")
-    report = run(spec, steps=args.steps, static_only=args.static_only, log=quiet if args.json else print)
+    log = quiet if args.json else print
+    if Path(args.job).suffix == ".ipynb":
+        if args.static_only:
+            raise jobspec.JobSpecError("--static-only: a notebook's jobs are known only by running it; drop the flag.")
+        if not args.json:
+            print(f"pre-flight of {Path(args.job).resolve()} (every cell, training shrunk to {args.steps} steps)")
+        report = notebook.run(args.job, steps=args.steps, log=log)
+    else:
+        spec = jobspec.load(args.job)
+        if not args.json:
+            print(f"pre-flight of {spec.path}")
+        report = run(spec, steps=args.steps, static_only=args.static_only, log=log)
     print(report.to_json() if args.json else "\n" + format_report(report))
     return 0 if report.ok else 1
 
@@ -243,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s3_ls.set_defaults(run=_cmd_s3_ls)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
-    check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")
+    check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml; "
+                       "or a notebook (.ipynb), run in full with its training shrunk")
     check.add_argument("--steps", type=_steps, default=DEFAULT_SMOKE_STEPS,
                        help="environment steps of the smoke training run, > 0 (default: %(default)s)")
     check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")

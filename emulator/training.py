@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
 from emulator.inputs import check_output_folder, check_preset_name, check_steps
+from emulator.job_failure import TrainingJobFailed, describe
 from emulator.progress import Log
 from emulator.session import LocalRLSession, local_session
 
@@ -39,9 +39,8 @@ DEFAULT_ENTRY_POINT = "train_coach.py"
 DEFAULT_OUTPUT_DIR = Path("output")
 LATEST_LINK = "latest"
 _PROGRESS_EVERY_EPISODES = 10
-_ERROR_LINE = re.compile(re.escape(contract.COACH_ERROR_PREFIX) + r"(.*)")
 
-class TrainingError(UserError, RuntimeError):
+class TrainingError(TrainingJobFailed):
     """The training job failed; the message carries the container's reason and the log's path."""
 
 
@@ -266,19 +265,10 @@ class _Progress(io.TextIOBase):
 
 def failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
     """The container's own reason (its /opt/ml/output/failure file, or the error line of the log)."""
-    reason = None
-    output = job_dir / contract.OUTPUT_ARCHIVE
-    if output.exists():
-        with tarfile.open(output) as tar:
-            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == contract.FAILURE_FILE.name), None)
-            extracted = tar.extractfile(member) if member is not None else None
-            if extracted is not None:
-                reason = extracted.read().decode(errors="replace").strip()
-    if reason is None and log_file.exists():
-        errors = _ERROR_LINE.findall(log_file.read_text())
-        reason = errors[-1] if errors else None
-    reason = reason or str(error)
-    return f"Training job failed: {reason}\nFull log: {log_file}"
+    if isinstance(error, TrainingJobFailed):
+        return f"{error}\n  also in: {log_file}"  # the session told it from the same files
+    log_text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    return describe(job_dir.name, job_dir / contract.OUTPUT_ARCHIVE, log_text, log_file, str(error))
 
 
 def _point_latest(output_dir: Path, job_dir: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from emulator import local_session
-from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused
+from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused, job_log_path, kept_log
 
 REAL_KEY = "AKIAREALHOSTKEY00000"
 REAL_SECRET = "real-host-secret-that-must-not-leak"
@@ -505,3 +505,12 @@ def test_jobs_sharing_a_file_output_path_keep_each_ones_archives(docker_engine, 
         estimators[0].fit(job_name=estimators[0].latest_training_job.name)
     assert _footprint(docker_engine) == before
     assert os.path.samefile(output / "model.tar.gz", second)
+
+
+def test_a_jobs_streamed_output_is_kept_in_its_log_as_well(tmp_path, capsys):
+    log = job_log_path(tmp_path, "job-1")
+    with kept_log(log):
+        print("Training> Episode=1, Total reward=9.0,")
+    assert "Training> Episode=1" in capsys.readouterr().out
+    assert log.read_text() == "Training> Episode=1, Total reward=9.0,\n"
+    assert log == tmp_path / "logs" / "job-1.log"
