@@ -23,6 +23,7 @@ from emulator import notebooks, resources
 from emulator.engine import EngineError, has_nvidia_runtime, require_engine
 from emulator.errors import UserError
 from emulator.images import default_region
+from emulator.inputs import check_output_folder
 from emulator.progress import Log
 from emulator.runtime import run_environment
 from emulator.s3 import LocalS3
@@ -74,6 +75,8 @@ def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str 
         raise RunError(f"No script or notebook at {path}. Pass a .py or .ipynb file.")
     if path.suffix not in (".py", ".ipynb"):
         raise RunError(f"{path.name}: `smrl-local run` runs a .py script or an .ipynb notebook.")
+    if path.suffix == ".ipynb":
+        check_output_folder(output_dir)
     gpu = _engine_has_gpus()
     work_dir = resources.work_dir()
     started = time.monotonic()

@@ -41,6 +41,7 @@ from emulator.images import IMAGES, default_region, variant_for
 from emulator.job_failure import TrainingJobFailed, describe
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
+from emulator.kept_artifacts import KeptArtifacts, shared_output_folder
 from emulator.local_aws import AWSCallRefused
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
@@ -243,8 +244,13 @@ class _GuardedLocalClient(LocalSagemakerClient):
             parsed = urlparse(requested_output)
             session.artifacts_dirs[TrainingJobName] = Path(os.path.abspath(parsed.netloc + parsed.path))
 
+        # Jobs sharing a file:// output path: each one's archives kept (emulator.kept_artifacts).
+        shared = shared_output_folder(OutputDataConfig.get("S3OutputPath") or "", TrainingJobName)
+        kept = KeptArtifacts(shared, TrainingJobName) if shared else None
         client = require_engine()
         try:
+            if kept:
+                kept.before()
             with JobGuard(client, image, instance_type, session.boto_region_name) as guard:
                 container = TrainingContainer(
                     instance_type,
@@ -291,6 +297,11 @@ class _GuardedLocalClient(LocalSagemakerClient):
                     )) from None
         finally:
             client.close()
+            kept_model = kept.after() if kept else None
+            if kept_model:  # this job's own archives, whatever later jobs write to the shared path
+                session.artifacts_dirs[TrainingJobName] = kept_model.parent
+        if kept_model:
+            job.model_artifacts = kept_model.as_uri()
         if cloud_layout:
             job.model_artifacts = upload_as_the_cloud_does(
                 session.s3_client, output, requested_output, TrainingJobName)

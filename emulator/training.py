@@ -30,6 +30,7 @@ from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
+from emulator.inputs import check_output_folder, check_preset_name, check_steps
 from emulator.job_failure import TrainingJobFailed, describe
 from emulator.progress import Log
 from emulator.session import LocalRLSession, local_session
@@ -77,7 +78,7 @@ def train(
     Args:
         preset: Name of a preset file (without .py) in `source_dir`.
         hyperparameters: Extra hyperparameters, e.g. `{"rl.agent_params.algorithm.discount": 0.95}`.
-        steps: Training budget in environment steps (overrides the preset's `improve_steps`).
+        steps: Training budget in environment steps, > 0 (overrides the preset's `improve_steps`).
         environment: Environment variables for the training container (RLEstimator's
             `environment`), e.g. `{"SMRL_COACH_FAST": "0"}` for stock Coach. AWS_* names are
             refused: the emulator keeps AWS credentials out of containers.
@@ -85,6 +86,10 @@ def train(
         instance_type: "local" (CPU image) or "local_gpu" (GPU image, needs an NVIDIA runtime).
         source_dir: Folder of the preset and `entry_point`; default: the project's presets.
         build: Build the training image first if it is missing or out of date.
+
+    Raises:
+        InputError: a preset that is a path or not in `source_dir`, steps <= 0, an output
+            folder that is a file or cannot be created; before anything is built or started.
     """
     if instance_type not in ("local", "local_gpu"):
         raise TrainingConfigError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
@@ -93,6 +98,9 @@ def train(
         raise TrainingConfigError(f"environment: {', '.join(aws_names)} refused: the emulator keeps AWS settings "
                                   "and credentials out of training containers. Remove them; jobs here need none.")
     source_dir = Path(source_dir) if source_dir is not None else resources.presets_dir()
+    check_preset_name(preset, source_dir)
+    check_steps(steps)
+    check_output_folder(output_dir)
     if build:
         build_image("training", variant_for(instance_type), log=log)
 

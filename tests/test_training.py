@@ -198,8 +198,6 @@ def test_training_sends_nothing_off_this_machine_and_no_host_credentials(
 @pytest.mark.parametrize(
     ("preset", "hyperparameters", "expected"),
     [
-        ("preset-does-not-exist", {},
-         ["Preset 'preset-does-not-exist' not found", "Presets there:", "preset-corridor-gym"]),
         ("preset-raises", {}, ["raised ValueError: this preset is broken on purpose", "Fix the preset file"]),
         ("preset-corridor-gym", {"rl.agent_params.algorithm.discont": 0.9},
          ["has no field 'discont'", "Did you mean 'discount'?"]),
@@ -209,7 +207,7 @@ def test_training_sends_nothing_off_this_machine_and_no_host_credentials(
         ("preset-corridor-missing-module", {},
          ["level 'corridor_gone:Corridor': no module 'corridor_gone' in /opt/ml/code", "corridor_gym"]),
     ],
-    ids=["unknown-preset", "preset-raises", "unknown-field", "env-wrong-shape", "level-module-missing"],
+    ids=["preset-raises", "unknown-field", "env-wrong-shape", "level-module-missing"],
 )
 def test_bad_job_configuration_fails_with_cause_and_fix(
     docker_engine, training_image_ready, tmp_path, preset, hyperparameters, expected
@@ -224,6 +222,25 @@ def test_bad_job_configuration_fails_with_cause_and_fix(
         assert text in str(failure.value)
     assert "train.log" in str(failure.value)
     assert _container_count(docker_engine) == before
+
+
+def test_an_unknown_preset_is_refused_on_the_host_before_any_build_or_container(tmp_path):
+    from emulator.inputs import InputError
+
+    with pytest.raises(InputError) as refused:
+        train("preset-does-not-exist", source_dir=FIXTURES / "envs", entry_point="train.py", output_dir=tmp_path,
+              log=lambda line: None)
+    for text in ["Preset 'preset-does-not-exist' not found", "Presets there:", "preset-corridor-gym"]:
+        assert text in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_steps_that_train_nothing_are_refused_before_an_untrained_model_becomes_latest(tmp_path):
+    from emulator.inputs import InputError
+
+    with pytest.raises(InputError, match="steps -5 is not a training budget"):
+        train(steps=-5, output_dir=tmp_path, log=lambda line: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_gpu_without_a_gpu_runtime_is_refused_before_any_container_starts(docker_engine, tmp_path):
