@@ -97,6 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(
         args.preset,
+        source_dir=args.source_dir,
         hyperparameters=dict(args.hyperparameter or []),
         steps=args.steps,
         environment=dict(args.env or []),
@@ -207,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_cmd_build)
 
     train = commands.add_parser("train", help="train a preset with RLEstimator(...).fit() in local mode")
-    train.add_argument("--preset", default=DEFAULT_PRESET, help="preset file in presets/ (default: %(default)s)")
+    train.add_argument("--preset", default=DEFAULT_PRESET,
+                       help="a preset's name in --source-dir, or the path of a preset .py file (default: %(default)s)")
+    train.add_argument("--source-dir", help="folder of your preset and env module (default: the project's presets/); "
+                       "without a train_coach.py of its own, the image's Coach launcher runs the preset")
     train.add_argument("--hyperparameter", "-p", metavar="NAME=VALUE", type=_hyperparameter, action="append",
                        help="extra hyperparameter, e.g. -p rl.agent_params.algorithm.discount=0.95 "
                             "or -p rl.evaluation_steps:EnvironmentEpisodes=5 (repeatable)")

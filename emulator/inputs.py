@@ -88,3 +88,27 @@ def check_preset_name(preset: str, source_dir: str | os.PathLike, name: str = "p
         raise InputError(f"Preset {preset!r} not found: no file {preset.removesuffix('.py')}.py in {folder}. "
                          f"Presets there: {available}.")
     return preset
+
+
+def preset_and_folder(preset: str, source_dir: str | os.PathLike | None, default_dir: Path) -> tuple[str, Path]:
+    """The preset's name and the folder of the job's code: `preset` is the name of a preset
+    file in `source_dir` (default: `default_dir`), or the path of a preset file
+    (`path/to/preset-mine.py`), whose folder is then the job's code.
+
+    Raises:
+        InputError: as ``check_preset_name``; a path that is no file; a path outside
+            `source_dir`; a `source_dir` that is not a folder.
+    """
+    if preset.endswith(".py") and ("/" in preset or "\\" in preset):
+        path = Path(preset).expanduser().resolve()
+        if not path.is_file():
+            raise InputError(f"preset {preset!r}: no such file. Pass the path of a preset .py file, or a preset's "
+                             "name with --source-dir.")
+        if source_dir is not None and Path(source_dir).resolve() != path.parent:
+            raise InputError(f"preset {path} is not in the source dir {Path(source_dir).resolve()}: pass the "
+                             "preset's name with --source-dir, or its path alone.")
+        return path.stem, path.parent
+    folder = Path(source_dir) if source_dir is not None else default_dir
+    if not folder.is_dir():
+        raise InputError(f"source dir {folder} is not a folder: pass the folder that holds your preset and env module.")
+    return check_preset_name(preset, folder), folder

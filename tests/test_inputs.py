@@ -9,7 +9,14 @@ import socket
 
 import pytest
 
-from emulator.inputs import InputError, check_output_folder, check_port, check_preset_name, check_steps
+from emulator.inputs import (
+    InputError,
+    check_output_folder,
+    check_port,
+    check_preset_name,
+    check_steps,
+    preset_and_folder,
+)
 
 
 @pytest.mark.parametrize("port", [None, 0, 1, 8080, 65535])
@@ -81,6 +88,28 @@ def test_a_missing_preset_names_the_folder_and_the_presets_there(presets):
     with pytest.raises(InputError, match=r"Preset 'preset-c' not found: no file preset-c.py in .*\. "
                                          r"Presets there: preset-a, preset-b\."):
         check_preset_name("preset-c", presets)
+
+
+def test_the_path_of_a_preset_file_makes_its_folder_the_jobs_code(presets, tmp_path):
+    assert preset_and_folder(str(presets / "preset-a.py"), None, tmp_path / "elsewhere") == ("preset-a", presets)
+
+
+def test_a_preset_name_is_looked_up_in_the_source_dir_else_the_default_folder(presets, tmp_path):
+    assert preset_and_folder("preset-b", presets, tmp_path / "elsewhere") == ("preset-b", presets)
+    assert preset_and_folder("preset-b", None, presets) == ("preset-b", presets)
+
+
+def test_a_preset_path_that_is_no_file_or_outside_the_source_dir_is_refused(presets, tmp_path):
+    with pytest.raises(InputError, match="no such file. Pass the path of a preset .py file"):
+        preset_and_folder(str(presets / "preset-z.py"), None, presets)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(InputError, match="is not in the source dir .*other: pass the preset's name with --source-dir"):
+        preset_and_folder(str(presets / "preset-a.py"), tmp_path / "other", presets)
+
+
+def test_a_source_dir_that_is_not_a_folder_is_refused(presets):
+    with pytest.raises(InputError, match="source dir .*preset-a.py is not a folder"):
+        preset_and_folder("preset-a", presets / "preset-a.py", presets)
 
 
 # -- ports when serving --------------------------------------------------------------------

@@ -137,6 +137,28 @@ def _public_sdk_job(tmp_path: Path, entry_point: str, source_dir: Path, **hyperp
     )
 
 
+def test_your_own_env_and_preset_train_from_the_cli_with_the_images_launcher(docker_engine, training_image_ready,
+                                                                           tmp_path):
+    """The README's "Your own environment": a preset file's path is enough; its folder (the
+    env module beside it) is the job's code, and the image's launcher runs it."""
+    preset = REPO / "presets" / "your_env" / "preset-corridor.py"
+    done = subprocess.run([str(REPO / ".venv/bin/smrl-local"), "train", "--preset", str(preset), "--steps", "600",
+                           "--output", str(tmp_path), "--no-build"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [job] = [p for p in tmp_path.iterdir() if p.name.startswith("smrl-corridor-")]
+    with tarfile.open(job / "model.tar.gz") as tar:
+        assert "model.onnx" in {m.name.removeprefix("./") for m in tar.getmembers()}
+    assert "Total reward" in (job / "train.log").read_text()
+    assert not list((tmp_path / ".smrl" / "sources").glob("*")), "the staged copy of the code is removed"
+
+
+def test_the_readme_shows_the_your_env_files_as_they_are():
+    readme = (REPO / "README.md").read_text()
+    for name in ("corridor.py", "preset-corridor.py"):
+        assert (REPO / "presets" / "your_env" / name).read_text() in readme, name
+
+
 def test_a_notebook_style_entry_point_trains_through_the_public_sdk(docker_engine, training_image_ready, tmp_path, capfd):
     before = _container_count(docker_engine)
     estimator = _public_sdk_job(tmp_path, "train_notebook_style.py", FIXTURES / "notebook_style",
