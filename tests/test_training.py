@@ -162,10 +162,13 @@ def test_the_readme_shows_the_your_env_files_as_they_are():
 def test_a_notebook_style_entry_point_trains_through_the_public_sdk(docker_engine, training_image_ready, tmp_path, capfd):
     before = _container_count(docker_engine)
     estimator = _public_sdk_job(tmp_path, "train_notebook_style.py", FIXTURES / "notebook_style",
-                                RLCOACH_PRESET="preset-tiny-dqn", save_model=1)
+                                RLCOACH_PRESET="preset-tiny-dqn", save_model=1,
+                                **{"rl.agent_params.algorithm.discont": 0.9})
     estimator.fit()
     output = capfd.readouterr().out
     assert "versions: gym 0.12.5 mxnet 1.9.1 onnx 1.15.0" in output
+    assert ("smrl-training warning: hyperparameter rl.agent_params.algorithm.discont changes nothing in preset "
+            "preset-tiny-dqn") in output, "a misspelled override its launcher ignores is named in the log"
     assert "Training>" in output
     model = Path(estimator.model_data.removeprefix("file://"))
     assert "model.onnx" in _members(model)
