@@ -170,7 +170,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.run import parse_param, run
 
     params = dict(parse_param(text) for text in args.param or [])
-    result = run(args.path, params, output_dir=args.output)
+    result = run(args.path, params, output_dir=args.output, verbose=args.verbose)
     print(f"ran {result.path.name} in {result.seconds:.1f} s"
           + (f"; executed notebook: {result.executed_copy}" if result.executed_copy else ""))
     return 0

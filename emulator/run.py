@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,14 +32,25 @@ from emulator.s3 import LocalS3
 KERNEL_HOOK = "from emulator import runtime\nruntime.install()\n"
 DEFAULT_OUTPUT_DIR = Path("output")
 # Runs the script as `python script.py` would, after installing the runtime; parameters
-# are bound as globals, as papermill binds a notebook's.
+# are bound as globals, as papermill binds a notebook's. An exception of the script becomes
+# one line in the cause file (its traceback too when verbose), as a notebook's failing cell.
 SCRIPT_BOOTSTRAP = """\
-import json, runpy, sys
+import json, os, runpy, sys, traceback
 from emulator import runtime
 runtime.install()
-script, params = sys.argv[1], json.loads(sys.argv[2])
+script, params, cause_file, verbose = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 sys.argv = [script]
-runpy.run_path(script, init_globals=params, run_name="__main__")
+try:
+    runpy.run_path(script, init_globals=params, run_name="__main__")
+except KeyboardInterrupt:
+    sys.exit(130)
+except Exception as error:
+    if verbose:
+        traceback.print_exc()
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == script]
+    with open(cause_file, "w") as cause:
+        cause.write(f"line {lines[-1] if lines else '?'}: {type(error).__name__}: {error}")
+    sys.exit(1)
 """
 
 
@@ -65,11 +77,12 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str | Path = DEFAULT_OUTPUT_DIR,
-        log: Log = print, environment: dict[str, str] | None = None, echo: bool = True) -> RunResult:
+        log: Log = print, environment: dict[str, str] | None = None, echo: bool = True,
+        verbose: bool = False) -> RunResult:
     """Runs the script or notebook at `path` as the module docstring says, with
     `environment` added to the run's; a notebook's executed copy goes to
     `<output_dir>/<name>-<time>/<name>.ipynb`, and its cells' output is shown as they run
-    when `echo`."""
+    when `echo`. A script's exception is one line (its traceback too when `verbose`)."""
     path = Path(path).resolve()
     if not path.is_file():
         raise RunError(f"No script or notebook at {path}. Pass a .py or .ipynb file.")
@@ -84,7 +97,7 @@ def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str 
         log(f"local S3: {s3.endpoint} (data in {s3.data_dir})")
         env = {**run_environment(s3.endpoint, default_region(), str(work_dir), gpu), **(environment or {})}
         if path.suffix == ".py":
-            _run_script(path, params or {}, env)
+            _run_script(path, params or {}, env, verbose)
             return RunResult(path, time.monotonic() - started)
         run_dir = Path(output_dir).resolve() / f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir.mkdir(parents=True)
@@ -105,8 +118,13 @@ def _engine_has_gpus() -> bool:
         client.close()
 
 
-def _run_script(path: Path, params: dict[str, Any], env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT_BOOTSTRAP, str(path), json.dumps(params)],
-                          cwd=path.parent, env=env)
-    if done.returncode != 0:
-        raise RunError(f"{path.name} exited with status {done.returncode}; its output is above.")
+def _run_script(path: Path, params: dict[str, Any], env: dict[str, str], verbose: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="smrl-run-") as tmp:
+        cause = Path(tmp) / "cause"
+        done = subprocess.run([sys.executable, "-c", SCRIPT_BOOTSTRAP, str(path), json.dumps(params), str(cause),
+                               "1" if verbose else "0"], cwd=path.parent, env=env)
+        if done.returncode == 0:
+            return
+        if cause.is_file():
+            raise RunError(f"{path.name} failed at {cause.read_text()}")
+    raise RunError(f"{path.name} exited with status {done.returncode}; its output is above.")
