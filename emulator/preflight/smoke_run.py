@@ -94,8 +94,10 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
     log_file = work / "train.log"
     begun = time.monotonic()
     try:
-        fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file, quiet,
-                          inputs=inputs)
+        interrupts = fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file,
+                                       quiet, inputs=inputs)
+        if interrupts:  # fit() swallowed it: the smoke run did not succeed
+            raise interrupts.interrupted(f"pre-flight stopped during the smoke run; its log is {log_file}")
         report.add(Check("smoke training", PASS, f"{local_type}, {steps} environment steps: job succeeded",
                          seconds=time.monotonic() - begun), log)
         trained = True
