@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                 _sweep_first()  # what the command's own children (a script, a kernel) left
                 raise
     except signals.Interrupted as stop:
-        print(f"smrl-local: stopped by {stop.signal_name}; {stop or 'its containers are removed.'}", file=sys.stderr)
+        said = str(stop) or "its containers are removed."
+        print(f"smrl-local: stopped by {stop.signal_name}; {said}", file=sys.stderr)
         return stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -206,12 +206,12 @@ def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log,
 def interrupted_message(job_dir: Path) -> str:
     """What an interrupted job kept, and where; and that it left no model."""
     kept = [f"{name} ({what})" for name, what in (
-        ("train.log", "the job's log"), (contract.OUTPUT_ARCHIVE, "checkpoints and Coach's files so far"),
+        ("train.log", "the job's log"),
+        (contract.OUTPUT_ARCHIVE, "what /opt/ml/output held: checkpoints so far, if any"),
         (UNFINISHED_MODEL_ARCHIVE, "what /opt/ml/model held: not a finished model"),
     ) if (job_dir / name).exists()]
-    return (f"training stopped; its containers and temp folders are removed. Kept in {job_dir}: "
-            f"{', '.join(kept) or 'nothing'}. No model.tar.gz: the job did not finish, and `latest` still "
-            "points at the previous job.")
+    return (f"the training job's containers and temp folders are removed. Kept in {job_dir}: "
+            f"{', '.join(kept) or 'nothing'}. No model.tar.gz: the job did not finish, and `latest` is unchanged.")
 
 
 def _job_name(preset: str) -> str:
