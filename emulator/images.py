@@ -16,6 +16,7 @@ any region runs it instead of pulling.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -26,7 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,9 +351,10 @@ def _follow_build(stream: Iterable[dict], log: Log) -> list[str]:
 
 _STEP_FROM = re.compile(r"^Step \d+/\d+ : FROM ", re.IGNORECASE)
 _STEP_RESULT = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
-# The last instruction of both Dockerfiles' build stage: how a build-stage image without
-# labels (the classic builder puts `--label`s on the last stage only) is recognised.
-BUILD_STAGE_LAST_STEP = "/opt/smrl/src > "
+# Every Dockerfile of ours writes below /opt/smrl: with a parent chain that reaches our base,
+# how an image without labels (the classic builder puts `--label`s on the last stage only,
+# after every other step) is recognised as one our builds made.
+OUR_IMAGE_PATH = "/opt/smrl/"
 
 
 def stage_images(output: list[str]) -> list[str]:
@@ -371,6 +373,22 @@ def stage_images(output: list[str]) -> list[str]:
     return found
 
 
+# Removing an image of 2 GB (and its untagged parents) took the engine 2-9 s here; the
+# engine client's own timeout (3 s, for pings) is too short for it.
+IMAGE_REMOVAL_TIMEOUT_S = 300
+
+
+@contextlib.contextmanager
+def _patient(client: docker.DockerClient) -> Iterator[None]:
+    """The client waits up to IMAGE_REMOVAL_TIMEOUT_S for the engine within the block."""
+    previous = client.api.timeout
+    client.api.timeout = max(previous or 0, IMAGE_REMOVAL_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        client.api.timeout = previous
+
+
 def _remove_leftovers(client: docker.DockerClient, image: str, candidates: list[str], log: Log) -> None:
     """Removes the images among `candidates` that this build left untagged: its build stages
     (read from its own output) and the image `image` named before. One in use (a container
@@ -382,7 +400,8 @@ def _remove_leftovers(client: docker.DockerClient, image: str, candidates: list[
         if found is None or found.id == built:
             continue
         try:
-            client.images.remove(str(found.id))  # its untagged parents (the stage's layers) go too
+            with _patient(client):
+                client.images.remove(str(found.id))  # its untagged parents (the stage's layers) go too
         except docker.errors.APIError as error:
             log(f"{image}: kept {found.short_id.removeprefix('sha256:')} ({error.explanation or error})")
             continue
@@ -418,15 +437,15 @@ def our_dangling_images(client: docker.DockerClient) -> DanglingImages:
     """Dangling images our builds left. Ours by proof, never by guess:
 
     * a replaced image of ours carries the ``org.smrl.inputs-hash`` label every build sets;
-    * a build stage carries no label, but its last step is the build stage's last
-      instruction (``... /opt/smrl/src > .../smrl.pth``) *and* its parent chain (recorded
-      by local builds) reaches a base image our images name in ``org.smrl.base-image``
-      (or the offline base, ``sagemaker-rl-local/base``).
+    * a build stage (or a step before the labels) carries no label, but its history holds a
+      step that writes below /opt/smrl/ (every Dockerfile of ours does; none of the bases)
+      *and* its parent chain (recorded by local builds) reaches a base image our images
+      name in ``org.smrl.base-image`` (or the offline base, ``sagemaker-rl-local/base``).
     """
     bases = _our_base_ids(client)
     ours, others = [], 0
     for image in client.images.list(filters={"dangling": True}):
-        if INPUTS_HASH_LABEL in (image.labels or {}) or _is_our_build_stage(client, image, bases):
+        if INPUTS_HASH_LABEL in (image.labels or {}) or _built_by_us(client, image, bases):
             ours.append(image)
         else:
             others += 1
@@ -444,37 +463,39 @@ def _our_base_ids(client: docker.DockerClient) -> set[str]:
     return ids
 
 
-def _is_our_build_stage(client: docker.DockerClient, image: docker.models.images.Image, bases: set[str]) -> bool:
-    history = image.history()
-    if not history or BUILD_STAGE_LAST_STEP not in history[0].get("CreatedBy", ""):
+def _built_by_us(client: docker.DockerClient, image: docker.models.images.Image, bases: set[str]) -> bool:
+    if not any(OUR_IMAGE_PATH in step.get("CreatedBy", "") for step in image.history()):
         return False
     parent, hops = image.attrs.get("Parent"), 0
     while parent and hops < 100:
         if parent in bases:
             return True
         try:
-            parent = client.images.get(parent).attrs.get("Parent")
+            found = client.images.get(parent)
         except docker.errors.ImageNotFound:
             return False
-        hops += 1
+        if INPUTS_HASH_LABEL in (found.labels or {}):
+            return False  # built on a finished image of ours: someone's own image
+        parent, hops = found.attrs.get("Parent"), hops + 1
     return False
 
 
 def remove_dangling_images(client: docker.DockerClient, log: Log = print) -> int:
     """Removes the dangling images our builds left (see ``our_dangling_images``), says how
     much disk that freed (the engine's layer total before and after), and returns it in bytes."""
-    found = our_dangling_images(client)
-    before = client.df()["LayersSize"]
-    removed, kept = 0, []
-    for image in found.ours:
-        try:
-            client.images.remove(str(image.id))
-            removed += 1
-        except docker.errors.NotFound:
-            continue
-        except docker.errors.APIError as error:  # a container uses it
-            kept.append(f"{image.short_id.removeprefix('sha256:')} ({error.explanation or error})")
-    freed = max(before - client.df()["LayersSize"], 0)
+    with _patient(client):
+        found = our_dangling_images(client)
+        before = client.df()["LayersSize"]
+        removed, kept = 0, []
+        for image in found.ours:
+            try:
+                client.images.remove(str(image.id))  # with its untagged parents
+                removed += 1
+            except docker.errors.NotFound:
+                continue  # a parent of one removed before
+            except docker.errors.APIError as error:  # a container uses it
+                kept.append(f"{image.short_id.removeprefix('sha256:')} ({error.explanation or error})")
+        freed = max(before - client.df()["LayersSize"], 0)
     log(f"removed {removed} dangling image(s) our builds left; freed {freed / 1e9:.2f} GB"
         + (f"; kept {len(kept)} in use: {', '.join(kept)}" if kept else "")
         + (f"; left {found.others} dangling image(s) that are not provably ours" if found.others else ""))
