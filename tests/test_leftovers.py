@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import REPO, make_tar_gz
@@ -209,3 +210,31 @@ def test_a_build_removes_its_build_stage_image(docker_engine):
     finally:
         context.unlink()
         docker_engine.images.remove(tag)
+
+
+def test_a_killed_run_leaves_its_s3_server_which_clean_stops(docker_engine, tmp_path):
+    work = tmp_path / "work"
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell('import time\nprint("SLEEPING", flush=True)\ntime.sleep(120)')]
+    nbformat.write(notebook, str(tmp_path / "sleep.ipynb"))
+    run = subprocess.Popen(SMRL + ["run", str(tmp_path / "sleep.ipynb"), "--output", str(tmp_path / "out")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(work), cwd=tmp_path)
+    assert run.stdout is not None
+    for line in run.stdout:
+        if "SLEEPING" in line:
+            break
+    servers = {server.name: server for server in ownership.read_pid_files(work / ownership.SERVERS_DIR)}
+    run.kill()
+    run.wait()
+    assert servers["s3-server"].running(), "SIGKILL left no server: the test proves nothing"
+
+    cleaned = _smrl(["clean"], work)
+
+    # The kernel (in a session of its own too) usually notices its parent is gone and exits first.
+    assert re.search(rf"removed (1 server|2 servers) left by smrl-local run pid {run.pid} \(dead\)",
+                     cleaned.stdout), cleaned.stdout
+    deadline = time.monotonic() + 10
+    while any(server.running() for server in servers.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(server.running() for server in servers.values())
+    assert list((work / ownership.SERVERS_DIR).iterdir()) == []
