@@ -19,12 +19,13 @@ Standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -160,6 +161,16 @@ def claim_folder(folder: str | os.PathLike, owner: Owner | None = None) -> None:
 def release_folder(folder: str | os.PathLike) -> None:
     """Forgets the owner of `folder` (after the folder itself is gone)."""
     owner_file(folder).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claimed(folder: str | os.PathLike) -> Iterator[None]:
+    """`folder` is this process's within the block (for folders that the block removes)."""
+    claim_folder(folder)
+    try:
+        yield
+    finally:
+        release_folder(folder)
 
 
 def owned_folders(roots: Iterable[Path]) -> list[tuple[Path, Owner | None]]:

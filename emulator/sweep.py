@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ FOLDER_ROOTS = ("containers", "code", "endpoints")
 
 
 def folder_roots(work_dir: Path) -> list[Path]:
-    return [work_dir / name for name in FOLDER_ROOTS]
+    """Where owned folders are: under the work folder, and the system's temp folder
+    (pre-flight's smoke runs)."""
+    return [*(work_dir / name for name in FOLDER_ROOTS), Path(tempfile.gettempdir())]
 
 
 def servers_dir(work_dir: Path) -> Path:
@@ -46,7 +49,7 @@ def sweep(client: docker.DockerClient, work_dir: Path, log: Log = print) -> list
     Returns:
         What was removed.
     """
-    removed = [*_sweep_containers(client), *_sweep_folders(client, work_dir), *_sweep_servers(work_dir),
+    removed = [*_sweep_containers(client), *_sweep_folders(client, folder_roots(work_dir)), *_sweep_servers(work_dir),
                *_sweep_networks(client)]
     for line in ownership.summary(removed):
         log(line)
@@ -66,9 +69,9 @@ def _sweep_containers(client: docker.DockerClient) -> list[Leftover]:
     return removed
 
 
-def _sweep_folders(client: docker.DockerClient | None, work_dir: Path) -> list[Leftover]:
+def _sweep_folders(client: docker.DockerClient | None, roots: list[Path]) -> list[Leftover]:
     removed = []
-    for folder, owner in ownership.owned_folders(folder_roots(work_dir)):
+    for folder, owner in ownership.owned_folders(roots):
         thing = Leftover("temp folder", str(folder), owner)
         if ownership.abandoned([thing]):
             _remove_folder(client, folder)

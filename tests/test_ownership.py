@@ -95,7 +95,7 @@ def test_folders_of_a_dead_owner_go_and_those_of_a_live_one_stay(tmp_path):
     ownership.claim_folder(dead_folder, _finished_process_owner())
     ownership.claim_folder(live_folder)
 
-    removed = _sweep_folders(None, work)
+    removed = _sweep_folders(None, [work / "containers", work / "code"])
 
     assert [thing.name for thing in removed] == [str(dead_folder)]
     assert not dead_folder.exists() and not ownership.owner_file(dead_folder).exists()
