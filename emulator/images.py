@@ -16,7 +16,6 @@ any region runs it instead of pulling.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -27,7 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,22 +372,6 @@ def stage_images(output: list[str]) -> list[str]:
     return found
 
 
-# Removing an image of 2 GB (and its untagged parents) took the engine 2-9 s here; the
-# engine client's own timeout (3 s, for pings) is too short for it.
-IMAGE_REMOVAL_TIMEOUT_S = 300
-
-
-@contextlib.contextmanager
-def _patient(client: docker.DockerClient) -> Iterator[None]:
-    """The client waits up to IMAGE_REMOVAL_TIMEOUT_S for the engine within the block."""
-    previous = client.api.timeout
-    client.api.timeout = max(previous or 0, IMAGE_REMOVAL_TIMEOUT_S)
-    try:
-        yield
-    finally:
-        client.api.timeout = previous
-
-
 def _remove_leftovers(client: docker.DockerClient, image: str, candidates: list[str], log: Log) -> None:
     """Removes the images among `candidates` that this build left untagged: its build stages
     (read from its own output) and the image `image` named before. One in use (a container
@@ -400,8 +383,7 @@ def _remove_leftovers(client: docker.DockerClient, image: str, candidates: list[
         if found is None or found.id == built:
             continue
         try:
-            with _patient(client):
-                client.images.remove(str(found.id))  # its untagged parents (the stage's layers) go too
+            client.images.remove(str(found.id))  # its untagged parents (the stage's layers) go too
         except docker.errors.APIError as error:
             log(f"{image}: kept {found.short_id.removeprefix('sha256:')} ({error.explanation or error})")
             continue
@@ -483,19 +465,18 @@ def _built_by_us(client: docker.DockerClient, image: docker.models.images.Image,
 def remove_dangling_images(client: docker.DockerClient, log: Log = print) -> int:
     """Removes the dangling images our builds left (see ``our_dangling_images``), says how
     much disk that freed (the engine's layer total before and after), and returns it in bytes."""
-    with _patient(client):
-        found = our_dangling_images(client)
-        before = client.df()["LayersSize"]
-        removed, kept = 0, []
-        for image in found.ours:
-            try:
-                client.images.remove(str(image.id))  # with its untagged parents
-                removed += 1
-            except docker.errors.NotFound:
-                continue  # a parent of one removed before
-            except docker.errors.APIError as error:  # a container uses it
-                kept.append(f"{image.short_id.removeprefix('sha256:')} ({error.explanation or error})")
-        freed = max(before - client.df()["LayersSize"], 0)
+    found = our_dangling_images(client)
+    before = client.df()["LayersSize"]
+    removed, kept = 0, []
+    for image in found.ours:
+        try:
+            client.images.remove(str(image.id))  # with its untagged parents
+            removed += 1
+        except docker.errors.NotFound:
+            continue  # a parent of one removed before
+        except docker.errors.APIError as error:  # a container uses it
+            kept.append(f"{image.short_id.removeprefix('sha256:')} ({error.explanation or error})")
+    freed = max(before - client.df()["LayersSize"], 0)
     log(f"removed {removed} dangling image(s) our builds left; freed {freed / 1e9:.2f} GB"
         + (f"; kept {len(kept)} in use: {', '.join(kept)}" if kept else "")
         + (f"; left {found.others} dangling image(s) that are not provably ours" if found.others else ""))
