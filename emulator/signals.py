@@ -79,11 +79,20 @@ def handled() -> Iterator[Interrupts]:
         print(f"smrl-local: {signal.Signals(signum).name} received; still removing containers "
               "(SIGKILL would leave them for the next command to sweep)", file=sys.stderr, flush=True)
 
+    def on_thread_error(args: Any) -> None:
+        # Ctrl-C in a terminal reaches the whole process group: docker-compose stops too, and
+        # the SDK's thread that runs it raises "Failed to run: docker-compose ...". After a
+        # signal that is the expected end of those threads, not a bug to print.
+        if not record.received:
+            previous_hook(args)
+
     previous = {signum: signal.signal(signum, on_signal) for signum in HANDLED}
+    previous_hook, threading.excepthook = threading.excepthook, on_thread_error
     _active = record
     try:
         yield record
     finally:
         _active = None
+        threading.excepthook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -208,3 +208,35 @@ def test_each_signal_ends_the_block_with_a_cleanup_even_when_sigint_was_inherite
     out, err = child.communicate(timeout=20)
     assert (child.returncode, out.strip()) == (code, f"CLEANED {signal.Signals(signum).name}")
     assert "still removing containers" in err
+
+
+THREAD_FAILS = """
+import sys, threading, time
+from emulator import signals
+
+def fail():
+    raise RuntimeError("Failed to run: docker-compose ... exited with code: 2")
+
+with signals.handled():
+    try:
+        if sys.argv[1] == "after a signal":
+            print("READY", flush=True)
+            time.sleep(30)
+    except signals.Interrupted:
+        pass
+    thread = threading.Thread(target=fail)
+    thread.start()
+    thread.join()
+"""
+
+
+@pytest.mark.parametrize("when", ["after a signal", "without one"])
+def test_a_thread_that_dies_of_the_signal_prints_no_traceback_but_other_thread_errors_still_do(when):
+    child = subprocess.Popen([sys.executable, "-c", THREAD_FAILS, when], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert child.stdout is not None
+    if when == "after a signal":
+        assert child.stdout.readline().strip() == "READY"
+        child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=20)
+    assert ("Traceback" in err) == (when == "without one"), err
