@@ -16,12 +16,16 @@ import threading
 import traceback
 from typing import Any, NoReturn
 
-from emulator import engine
+from emulator import engine, ownership, signals
 from emulator.errors import UserError
 from emulator.inputs import InputError, check_port, check_steps
 from emulator.preflight import DEFAULT_SMOKE_STEPS
 from emulator.progress import quiet
 from emulator.resources import DEFAULT_PRESET
+
+# Commands that start containers: they sweep first, and turn SIGINT, SIGTERM and SIGHUP
+# into a cleanup (emulator.signals), even when started with SIGINT ignored.
+STARTS_CONTAINERS = {"train", "serve", "run", "preflight"}
 
 
 def _hyperparameter(text: str) -> tuple[str, Any]:
@@ -176,6 +180,54 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from emulator.resources import work_dir
+    from emulator.sweep import format_running, running
+
+    client = engine.require_engine()
+    try:
+        print(format_running(running(client, work_dir())))
+    finally:
+        client.close()
+    return 0
+
+
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from emulator.images import remove_dangling_images
+    from emulator.ownership import ALIVE
+    from emulator.resources import work_dir
+    from emulator.sweep import running, sweep
+
+    client = engine.require_engine()
+    try:
+        if not sweep(client, work_dir(), log=print):
+            print("nothing left by processes that died")
+        live = [row for row in running(client, work_dir()) if row.state == ALIVE]
+        if live:
+            print(f"kept {len(live)} container(s) or server(s) of running processes (see `smrl-local ps`)")
+        if args.images:
+            remove_dangling_images(client, log=print)
+    finally:
+        client.close()
+    return 0
+
+
+def _sweep_first() -> None:
+    """What processes that died left (their containers, temp folders, servers) goes before
+    a command starts more; one line per dead owner on stderr."""
+    from emulator.resources import work_dir
+    from emulator.sweep import sweep
+
+    try:
+        client = engine.require_engine()
+    except engine.EngineError:
+        return  # the command itself says what is missing
+    try:
+        sweep(client, work_dir(), log=lambda line: print(f"smrl-local: {line}", file=sys.stderr))
+    finally:
+        client.close()
+
+
 def _cmd_s3_ls(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -265,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")
     check.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     check.set_defaults(run=_cmd_preflight)
+
+    ps = commands.add_parser("ps", help="what runs now (containers, endpoints, servers) and which process owns it")
+    ps.set_defaults(run=_cmd_ps)
+
+    clean = commands.add_parser("clean", help="remove what processes that died left behind (containers, temp "
+                                              "folders, servers, networks); never what a running one holds")
+    clean.add_argument("--images", action="store_true",
+                       help="also remove the dangling <none> images our image builds left, and say how much it freed")
+    clean.set_defaults(run=_cmd_clean)
     return parser
 
 
@@ -275,8 +336,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("sagemaker").setLevel(logging.WARNING)
     if getattr(args, "variant", "unset") is None:
         args.variant = ["cpu"]
+    ownership.set_program(f"smrl-local {args.command}")
     try:
-        return args.run(args)
+        if args.command not in STARTS_CONTAINERS:
+            return args.run(args)
+        with signals.handled():
+            _sweep_first()
+            try:
+                return args.run(args)
+            except KeyboardInterrupt:
+                _sweep_first()  # what the command's own children (a script, a kernel) left
+                raise
+    except signals.Interrupted as stop:
+        said = str(stop) or "its containers are removed."
+        print(f"smrl-local: stopped by {stop.signal_name}; {said}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

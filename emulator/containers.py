@@ -26,10 +26,11 @@ import sagemaker.local.image
 import yaml
 from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer, _Volume
 
-from emulator import contract
+from emulator import contract, ownership
 from emulator.archives import check_model_archive
 from emulator.errors import UserError
 from emulator.images import is_our_image
+from emulator.ownership import KIND_LABEL, PORT_LABEL, Owner
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,10 @@ class ContainerSetupError(UserError, RuntimeError):
 
 
 class OwnedContainer(_SageMakerContainer):
-    """The SDK's compose runner, recording the temp folders it creates (``created_folders``)."""
+    """The SDK's compose runner, recording the temp folders it creates (``created_folders``)
+    and marking them, and its containers, as this process's (``emulator.ownership``)."""
+
+    kind = "container"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -54,6 +58,7 @@ class OwnedContainer(_SageMakerContainer):
 
     def _create_tmp_folder(self) -> str:
         folder = super()._create_tmp_folder()
+        ownership.claim_folder(folder)
         self.created_folders.append(folder)
         return folder
 
@@ -62,6 +67,8 @@ class OwnedContainer(_SageMakerContainer):
         # Compose runs the rewritten file; the SDK goes on reading `content`, whose volume
         # strings it parses as host:container (it cannot read a mode).
         written = self.rewrite_compose(copy.deepcopy(content))
+        for service in written["services"].values():
+            service["labels"] = {**service.get("labels", {}), **self.labels()}
         with open(os.path.join(str(self.container_root), DOCKER_COMPOSE_FILENAME), "w") as f:
             yaml.safe_dump(written, f, default_flow_style=False)
         return content
@@ -70,20 +77,33 @@ class OwnedContainer(_SageMakerContainer):
         """What compose runs instead of the SDK's compose file; unchanged here."""
         return content
 
+    def labels(self) -> dict[str, str]:
+        """The labels of each container: its owner (this process) and kind."""
+        return {**Owner.current().labels(), KIND_LABEL: self.kind}
+
     def remove(self, client: docker.DockerClient) -> None:
         """Removes the containers (running or not) and the temp folders."""
         remove_containers(client, self.hosts)
         for folder in self.created_folders:
             remove_tree(folder, client, self.image)
+            ownership.release_folder(folder)
 
 
 class TrainingContainer(OwnedContainer):
     """A training job's containers: on the internal training network, with the job's code
     and the wheels of its requirements.txt mounted read-only."""
 
+    kind = "training"
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.wheelhouse: Path | None = None  # wheels of the job's requirements.txt
+        self.artifacts: str | None = None  # where the SDK put model.tar.gz (path or URI)
+
+    def retrieve_artifacts(self, compose_data, output_data_config, job_name):
+        # The SDK runs this in a `finally`: also for a job that was interrupted.
+        self.artifacts = super().retrieve_artifacts(compose_data, output_data_config, job_name)
+        return self.artifacts
 
     def _prepare_training_volumes(self, data_dir, input_data_config, output_data_config, hyperparameters):
         volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
@@ -130,6 +150,8 @@ if not getattr(sagemaker.local.image.custom_extractall_tarfile, "smrl_checked", 
 class ServingContainer(OwnedContainer):
     """An endpoint's container: port 8080 published on 127.0.0.1:`port` only, on the serving network."""
 
+    kind = "endpoint"
+
     def __init__(self, *args: Any, port: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.port = port
@@ -144,6 +166,9 @@ class ServingContainer(OwnedContainer):
             if path.is_file() and not tarfile.is_tarfile(path):
                 check_model_archive(path)
         return super()._prepare_serving_volumes(model_location)
+
+    def labels(self) -> dict[str, str]:
+        return {**super().labels(), PORT_LABEL: str(self.port)}
 
     def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
         config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
@@ -199,7 +224,8 @@ def ensure_network(client: docker.DockerClient, name: str, *, internal: bool) ->
             )
         network.remove()
     try:
-        created = client.networks.create(name, driver="bridge", internal=internal, check_duplicate=True)
+        created = client.networks.create(name, driver="bridge", internal=internal, check_duplicate=True,
+                                         labels={**Owner.current().labels(), KIND_LABEL: "network"})
     except docker.errors.APIError as exc:
         if exc.status_code != 409:  # 409: a parallel job created it first
             raise
@@ -284,3 +310,23 @@ def remove_tree(path: str | os.PathLike, client: docker.DockerClient, image: str
         shutil.rmtree(path)
     except OSError as exc:
         logger.warning("Could not delete %s (%s). Delete it with `sudo rm -rf %s`.", path, exc, path)
+
+
+# -- owners --------------------------------------------------------------------------------
+
+def owned_containers(client: docker.DockerClient) -> list[Any]:
+    """Containers that record an owner (``emulator.ownership``), running or not, of any process."""
+    return client.containers.list(all=True, filters={"label": f"{ownership.LABEL_PREFIX}pid"})
+
+
+def port_holder(client: docker.DockerClient, port: int) -> str | None:
+    """Which of our endpoint containers publishes `port`, its owner and the fix; None if none does."""
+    for container in client.containers.list(filters={"label": f"{PORT_LABEL}={port}"}):
+        owner = Owner.from_labels(container.labels)
+        if owner is None:
+            continue
+        state = owner.state()
+        fix = ("`smrl-local clean` removes it" if state == ownership.DEAD
+               else f"stop that process (`kill {owner.pid}`), or pick another port")
+        return f"by endpoint container {container.name} of {owner.describe()} ({state}): {fix}"
+    return None

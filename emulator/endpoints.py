@@ -24,7 +24,7 @@ from sagemaker.mxnet import MXNetModel
 from sagemaker.predictor import Predictor
 from sagemaker.serializers import JSONSerializer
 
-from emulator import contract
+from emulator import contract, ownership
 from emulator.archives import check_model_archive
 from emulator.containers import LOOPBACK
 from emulator.errors import ModelNotFoundError, UserError
@@ -76,6 +76,7 @@ def endpoint(
     # The SDK extracts a file:// archive next to itself and mounts that folder read-write:
     # a private copy keeps the training output untouched.
     model_dir = Path(session.work_dir, "endpoints", name)
+    ownership.claim_folder(model_dir)
     model_dir.mkdir(parents=True)
     shutil.copyfile(source, model_dir / contract.MODEL_ARCHIVE)
     model_uri = (model_dir / contract.MODEL_ARCHIVE).resolve().as_uri()
@@ -103,6 +104,7 @@ def endpoint(
             session.sagemaker_client.delete_endpoint(EndpointName=name)
         model.delete_model()
         shutil.rmtree(model_dir, ignore_errors=True)
+        ownership.release_folder(model_dir)
 
 
 def checked_model(model_data: str | Path) -> Path:

@@ -293,6 +293,7 @@ def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = F
 
     wheelhouse = ensure_wheelhouse(spec.lock_file(variant), log)
     log(f"{image}: building from {spec.context} on {base}")
+    previous = _image_id(client, image)
     context = _context_archive(spec.context, variant, wheelhouse)
     try:
         stream = client.api.build(
@@ -301,10 +302,11 @@ def build_image(kind: str = "training", variant: str = "cpu", *, force: bool = F
             labels={INPUTS_HASH_LABEL: wanted, "org.smrl.base-image": base},
             decode=True,
         )
-        _follow_build(stream, log)
+        output = _follow_build(stream, log)
     finally:
         context.close()
     _tag_for_sdk(client, image, region, log)
+    _remove_leftovers(client, image, [*stage_images(output), *([previous] if previous else [])], log)
     seconds = time.monotonic() - started
     log(f"{image}: built in {seconds:.0f} s")
     return BuildResult(image, True, base, seconds)
@@ -329,7 +331,8 @@ def _executable_bin(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def _follow_build(stream: Iterable[dict], log: Log) -> None:
+def _follow_build(stream: Iterable[dict], log: Log) -> list[str]:
+    """Shows the build's steps; returns its output lines. Raises ImageBuildError if it failed."""
     tail: list[str] = []
     for chunk in stream:
         if "error" in chunk:
@@ -337,9 +340,147 @@ def _follow_build(stream: Iterable[dict], log: Log) -> None:
             raise ImageBuildError(f"docker build failed: {chunk['error'].strip()}\n--- last build output ---\n{detail}")
         text = chunk.get("stream", "").rstrip()
         if text:
-            tail.append(text)
+            tail.extend(text.splitlines())
             if text.startswith("Step ") or "applying" in text or text.startswith(("mxnet ", "Successfully")):
                 log(f"  {text}")
+    return tail
+
+
+# -- what builds leave: build-stage images, replaced images ---------------------------------
+
+_STEP_FROM = re.compile(r"^Step \d+/\d+ : FROM ", re.IGNORECASE)
+_STEP_RESULT = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
+# Every Dockerfile of ours writes below /opt/smrl: with a parent chain that reaches our base,
+# how an image without labels (the classic builder puts `--label`s on the last stage only,
+# after every other step) is recognised as one our builds made.
+OUR_IMAGE_PATH = "/opt/smrl/"
+
+
+def stage_images(output: list[str]) -> list[str]:
+    """The IDs of the images of a multi-stage build's stages but the last, from the classic
+    builder's output: each stage's last ``---> <id>`` before the next ``FROM``. Those images
+    are untagged, and left behind as ``<none>`` images after every build."""
+    found: list[str] = []
+    current, started = None, False
+    for line in output:
+        if _STEP_FROM.match(line):
+            if started and current:
+                found.append(current)
+            started, current = True, None
+        elif match := _STEP_RESULT.match(line):
+            current = match.group(1)
+    return found
+
+
+def _remove_leftovers(client: docker.DockerClient, image: str, candidates: list[str], log: Log) -> None:
+    """Removes the images among `candidates` that this build left untagged: its build stages
+    (read from its own output) and the image `image` named before. One in use (a container
+    of it, or another build using it) stays; ``smrl-local clean --images`` takes it later."""
+    built = _image_id(client, image)
+    removed = []
+    for candidate in dict.fromkeys(candidates):
+        found = _untagged(client, candidate)
+        if found is None or found.id == built:
+            continue
+        try:
+            client.images.remove(str(found.id))  # its untagged parents (the stage's layers) go too
+        except docker.errors.APIError as error:
+            log(f"{image}: kept {found.short_id.removeprefix('sha256:')} ({error.explanation or error})")
+            continue
+        removed.append(found.short_id.removeprefix("sha256:"))
+    if removed:
+        log(f"{image}: removed {len(removed)} untagged image(s) the build left ({', '.join(removed)})")
+
+
+def _untagged(client: docker.DockerClient, image_id: str) -> docker.models.images.Image | None:
+    try:
+        found = client.images.get(image_id)
+    except docker.errors.ImageNotFound:
+        return None
+    return None if found.tags else found
+
+
+def _image_id(client: docker.DockerClient, name: str) -> str | None:
+    try:
+        return str(client.images.get(name).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class DanglingImages:
+    """``<none>`` images on the engine: ours (provably), and the others, left alone."""
+
+    ours: list[docker.models.images.Image]
+    others: int
+
+
+def our_dangling_images(client: docker.DockerClient) -> DanglingImages:
+    """Dangling images our builds left. Ours by proof, never by guess:
+
+    * a replaced image of ours carries the ``org.smrl.inputs-hash`` label every build sets;
+    * a build stage (or a step before the labels) carries no label, but its history holds a
+      step that writes below /opt/smrl/ (every Dockerfile of ours does; none of the bases)
+      *and* its parent chain (recorded by local builds) reaches a base image our images
+      name in ``org.smrl.base-image`` (or the offline base, ``sagemaker-rl-local/base``).
+    """
+    bases = _our_base_ids(client)
+    ours, others = [], 0
+    for image in client.images.list(filters={"dangling": True}):
+        if INPUTS_HASH_LABEL in (image.labels or {}) or _built_by_us(client, image, bases):
+            ours.append(image)
+        else:
+            others += 1
+    return DanglingImages(ours, others)
+
+
+def _our_base_ids(client: docker.DockerClient) -> set[str]:
+    names = {OFFLINE_BASE_REPOSITORY}
+    for image in client.images.list(filters={"label": INPUTS_HASH_LABEL}):
+        names.add((image.labels or {}).get("org.smrl.base-image", ""))
+    ids = set()
+    for image in client.images.list():
+        if any(tag in names or tag.split(":")[0] == OFFLINE_BASE_REPOSITORY for tag in image.tags):
+            ids.add(str(image.id))
+    return ids
+
+
+def _built_by_us(client: docker.DockerClient, image: docker.models.images.Image, bases: set[str]) -> bool:
+    if not any(OUR_IMAGE_PATH in step.get("CreatedBy", "") for step in image.history()):
+        return False
+    parent, hops = image.attrs.get("Parent"), 0
+    while parent and hops < 100:
+        if parent in bases:
+            return True
+        try:
+            found = client.images.get(parent)
+        except docker.errors.ImageNotFound:
+            return False
+        if INPUTS_HASH_LABEL in (found.labels or {}):
+            return False  # built on a finished image of ours: someone's own image
+        parent, hops = found.attrs.get("Parent"), hops + 1
+    return False
+
+
+def remove_dangling_images(client: docker.DockerClient, log: Log = print) -> int:
+    """Removes the dangling images our builds left (see ``our_dangling_images``), says how
+    much disk that freed (the engine's layer total before and after), and returns it in bytes."""
+    found = our_dangling_images(client)
+    before = client.df()["LayersSize"]
+    removed, kept = 0, []
+    for image in found.ours:
+        try:
+            client.images.remove(str(image.id))  # with its untagged parents
+            removed += 1
+        except docker.errors.NotFound:
+            continue  # a parent of one removed before
+        except docker.errors.APIError as error:  # a container uses it
+            kept.append(f"{image.short_id.removeprefix('sha256:')} ({error.explanation or error})")
+    freed = max(before - client.df()["LayersSize"], 0)
+    log(f"removed {removed} dangling image(s) our builds left; freed {freed / 1e9:.2f} GB"
+        + (f"; kept {len(kept)} in use: {', '.join(kept)}" if kept else "")
+        + (f"; left {found.others} dangling image(s) that are not provably ours" if found.others else ""))
+    return freed
 
 
 def _tag_for_sdk(client: docker.DockerClient, image: str, region: str | None, log: Log) -> None:

@@ -9,10 +9,14 @@ inside one.
 
 from __future__ import annotations
 
+import tarfile
 import threading
+from pathlib import Path
+from urllib.parse import urlparse
 
 import docker
 
+from emulator import contract, ownership
 from emulator.containers import (
     TRAINING_NETWORK,
     ContainerSetupError,
@@ -28,6 +32,9 @@ from emulator.images import ensure_sdk_tags
 
 _active_jobs = 0
 _active_jobs_lock = threading.Lock()
+# What an interrupted job's model.tar.gz becomes when it holds anything: no longer a name
+# that `serve`, `latest` or a user takes for a finished model.
+UNFINISHED_MODEL_ARCHIVE = "model.unfinished.tar.gz"
 
 
 class JobSetupError(ContainerSetupError):
@@ -65,12 +72,40 @@ def raise_if_a_host_failed(client: docker.DockerClient, hosts: list[str]) -> Non
             raise RuntimeError(f"Failed to run: the training container {container.name} exited with code {code}")
 
 
+def set_aside_unfinished_model(artifacts: str | None) -> Path | None:
+    """An interrupted job's model.tar.gz (the SDK packs /opt/ml/model even when the job was
+    interrupted) is no model: deleted when it holds nothing, else renamed
+    ``model.unfinished.tar.gz``. Returns the renamed archive, if any. Archives the SDK
+    uploaded to an s3:// output are left as they are."""
+    if not artifacts:
+        return None
+    parsed = urlparse(artifacts)
+    if parsed.scheme not in ("", "file"):
+        return None
+    archive = Path(parsed.netloc + parsed.path if parsed.scheme else artifacts)
+    if archive.name != contract.MODEL_ARCHIVE or not archive.is_file():
+        return None
+    try:
+        with tarfile.open(archive) as tar:
+            empty = tar.next() is None
+    except (tarfile.TarError, OSError):
+        empty = False
+    if empty:
+        archive.unlink()
+        return None
+    renamed = archive.with_name(UNFINISHED_MODEL_ARCHIVE)
+    archive.replace(renamed)
+    return renamed
+
+
 class JobGuard:
     """Context for one training job: checks and network on entry, cleanup on exit.
 
     Cleanup runs on success, failure and KeyboardInterrupt alike: the containers and temp
     folders of ``container``, the folders in ``extra_folders``, and the network when no
-    other job of this process uses it.
+    other job of this process uses it. After an interrupt (KeyboardInterrupt, or a signal
+    turned into one by ``emulator.signals``), the job's model archive is set aside
+    (``set_aside_unfinished_model``; the result in ``unfinished_model``).
     """
 
     def __init__(self, client: docker.DockerClient, image: str, instance_type: str, region: str):
@@ -80,6 +115,13 @@ class JobGuard:
         self.region = region
         self.container: TrainingContainer | None = None
         self.extra_folders: list[str] = []
+        self.unfinished_model: Path | None = None
+
+    def own_folder(self, folder: str | Path) -> None:
+        """A folder of this job (it may not exist yet): removed with the job, and marked as
+        this process's until then, so that a sweep can remove it if the process is killed."""
+        ownership.claim_folder(folder)
+        self.extra_folders.append(str(folder))
 
     def __enter__(self) -> JobGuard:
         global _active_jobs
@@ -89,13 +131,16 @@ class JobGuard:
             _active_jobs += 1
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         global _active_jobs
         try:
             if self.container is not None:
                 self.container.remove(self.client)
+                if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | SystemExit):
+                    self.unfinished_model = set_aside_unfinished_model(self.container.artifacts)
             for folder in self.extra_folders:
                 remove_tree(folder, self.client, self.image)
+                ownership.release_folder(folder)
         finally:
             with _active_jobs_lock:
                 _active_jobs -= 1

@@ -26,6 +26,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from traitlets.config import Config
 
+from emulator import ownership, resources
 from emulator.errors import UserError
 from emulator.progress import Log
 
@@ -115,12 +116,14 @@ def execute(path: Path, executed_copy: Path, env: dict[str, str], hook: str, par
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     started, index, number = time.monotonic(), -1, 0
+    pid_file: Path | None = None
     try:
         # What the kernel's subprocesses print to its own stdout (os.system) goes where Jupyter
         # sends it, to the terminal; when the cells are not echoed, to the kernel's log.
         with open(executed_copy.with_suffix(".kernel.log"), "w") as kernel_log, \
                 client.setup_kernel(env=env, stderr=kernel_log, **({} if echo else {"stdout": kernel_log})):
             kernel: Any = client.kc
+            pid_file = _record_kernel(client)
             reply = run_sync(kernel.execute_interactive)(hook, store_history=False, output_hook=lambda m: None)
             if reply["content"]["status"] != "ok":
                 raise NotebookError(f"the emulator's start-up code failed in the kernel: {reply['content']['ename']}: "
@@ -141,4 +144,16 @@ def execute(path: Path, executed_copy: Path, env: dict[str, str], hook: str, par
                             f"Its output is in {executed_copy}.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
         nbformat.write(notebook, str(executed_copy))
+
+
+def _record_kernel(client: NotebookClient) -> Path | None:
+    """A pid file for the kernel: it runs in a session of its own and would outlive a killed
+    owner; the pid file lets a sweep stop it."""
+    provisioner: Any = client.km.provisioner if client.km else None
+    process = getattr(provisioner, "process", None)
+    if process is None:
+        return None
+    return ownership.write_pid_file(resources.work_dir() / ownership.SERVERS_DIR, "kernel", process.pid)

@@ -21,7 +21,7 @@ from types import TracebackType
 import boto3
 import botocore.config
 
-from emulator import contract
+from emulator import contract, ownership
 from emulator.errors import UserError
 
 LOOPBACK = "127.0.0.1"
@@ -56,6 +56,7 @@ class LocalS3:
         self.port = port or _free_port()
         self.endpoint = f"http://{LOOPBACK}:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.pid_file: Path | None = None
 
     def __enter__(self) -> LocalS3:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,9 @@ class LocalS3:
              "--dir-cache-time", "2s", f":local:{self.data_dir}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        # In a session of its own the server outlives a killed owner: the pid file lets a sweep stop it.
+        self.pid_file = ownership.write_pid_file(self.data_dir.parent / ownership.SERVERS_DIR, "s3-server",
+                                                 self.process.pid, self.port)
         try:
             self._wait_until_ready()
         except BaseException:
@@ -111,6 +115,8 @@ class LocalS3:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
 
 
 def list_objects(data_dir: Path, uri: str) -> list[tuple[str, int, float]]:

@@ -37,6 +37,7 @@ from emulator.containers import (
     SERVING_NETWORK,
     ServingContainer,
     ensure_network,
+    port_holder,
     release_network,
     require_image,
 )
@@ -88,6 +89,9 @@ def choose_port(preferred: int | None = None) -> int:
     if preferred:
         if port_is_free(preferred):
             return preferred
+        held = _port_holder(preferred)
+        if held:
+            raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken {held}.")
         raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or 0 (or none) to get a "
                             "free one.")
     if preferred is None and port_is_free(DEFAULT_PORT):
@@ -98,6 +102,15 @@ def choose_port(preferred: int | None = None) -> int:
     if preferred is None:
         logger.warning("Port %d is taken; serving on %s:%d instead.", DEFAULT_PORT, LOOPBACK, port)
     return port
+
+
+def _port_holder(port: int) -> str | None:
+    """Which endpoint of ours holds `port`, and whose it is (see containers.port_holder)."""
+    client = require_engine()
+    try:
+        return port_holder(client, port)
+    finally:
+        client.close()
 
 
 # -- the endpoint: fast readiness, always removed ------------------------------------------

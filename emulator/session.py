@@ -260,7 +260,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 )
                 guard.container = container
                 staged = Path(session.work_dir, "code", TrainingJobName)
-                guard.extra_folders.append(str(staged))
+                guard.own_folder(staged)
                 hyperparameters = stage_code(kwargs.get("HyperParameters", {}), plan, staged)
                 requirements = staged / contract.REQUIREMENTS_FILE
                 if requirements.is_file():

@@ -9,15 +9,11 @@ reward metrics are parsed with the SDK's own Coach metric definitions into a tab
 
 from __future__ import annotations
 
-import contextlib
 import io
 import re
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,13 +21,14 @@ from typing import Any, TextIO
 
 from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
 
-from emulator import contract, metrics, resources
+from emulator import contract, metrics, resources, signals
 from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
 from emulator.inputs import check_output_folder, check_steps, preset_and_folder
 from emulator.job_failure import TrainingJobFailed, describe
+from emulator.jobs import UNFINISHED_MODEL_ARCHIVE
 from emulator.progress import Log
 from emulator.session import LocalRLSession, local_session
 
@@ -142,7 +139,7 @@ def train(
     if interrupted:
         # fit() swallows KeyboardInterrupt (its telemetry wrapper returns from `finally`);
         # the session's guard has already removed the containers. Pass the interrupt on.
-        raise KeyboardInterrupt(f"training interrupted; partial output kept in {job_dir}")
+        raise interrupted.interrupted(interrupted_message(job_dir))
     seconds = time.monotonic() - started
 
     log_text = log_file.read_text()
@@ -190,10 +187,11 @@ def local_estimator(*, instance_type: str, output_dir: Path, session: LocalRLSes
                        output_path=output_dir.as_uri(), sagemaker_session=session)
 
 
-def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log, inputs: Any = None) -> bool:
+def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log,
+                      inputs: Any = None) -> signals.Interrupts | None:
     """Runs fit() with its output condensed for the user and kept whole in `log_file`;
-    returns whether Ctrl-C was pressed."""
-    with open(log_file, "w") as full_log, _interrupt_recorder() as interrupted:
+    returns the signals (SIGINT, SIGTERM, SIGHUP) that interrupted it, None when none did."""
+    with open(log_file, "w") as full_log, signals.handled() as interrupts:
         real_stdout = sys.stdout
         progress = _Progress(full_log, log, real_stdout)
         sys.stdout = progress
@@ -202,26 +200,18 @@ def fit_with_progress(estimator: Any, job_name: str, log_file: Path, log: Log, i
         finally:
             sys.stdout = real_stdout
             progress.flush()
-    return bool(interrupted)
+    return interrupts if interrupts.received else None
 
 
-@contextlib.contextmanager
-def _interrupt_recorder() -> Iterator[list[bool]]:
-    """Notes a Ctrl-C (then raises it as usual) so that it survives fit() swallowing it."""
-    seen: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        seen.append(True)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def interrupted_message(job_dir: Path) -> str:
+    """What an interrupted job kept, and where; and that it left no model."""
+    kept = [f"{name} ({what})" for name, what in (
+        ("train.log", "the job's log"),
+        (contract.OUTPUT_ARCHIVE, "what /opt/ml/output held: checkpoints so far, if any"),
+        (UNFINISHED_MODEL_ARCHIVE, "what /opt/ml/model held: not a finished model"),
+    ) if (job_dir / name).exists()]
+    return (f"the training job's containers and temp folders are removed. Kept in {job_dir}: "
+            f"{', '.join(kept) or 'nothing'}. No model.tar.gz: the job did not finish, and `latest` is unchanged.")
 
 
 def _job_name(preset: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import docker
 from sagemaker.rl import RLEstimator
 
-from emulator import contract, metrics
+from emulator import contract, metrics, ownership
 from emulator.containers import count_job_containers
 from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
@@ -42,7 +42,7 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
     """Trains the job shrunk to `steps` on `local_type`, then checks its metrics, checkpoint,
     model archive, endpoint, and that nothing was left behind."""
     before = count_job_containers(client)
-    with tempfile.TemporaryDirectory(prefix="smrl-preflight-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="smrl-preflight-") as tmp, ownership.claimed(tmp):
         work = Path(tmp)
         inputs = spec.fit.get("inputs")
         if inputs is not None and "s3://" in json.dumps(inputs, default=str):
@@ -94,8 +94,10 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
     log_file = work / "train.log"
     begun = time.monotonic()
     try:
-        fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file, quiet,
-                          inputs=inputs)
+        interrupts = fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file,
+                                       quiet, inputs=inputs)
+        if interrupts:  # fit() swallowed it: the smoke run did not succeed
+            raise interrupts.interrupted(f"pre-flight stopped during the smoke run; its log is {log_file}")
         report.add(Check("smoke training", PASS, f"{local_type}, {steps} environment steps: job succeeded",
                          seconds=time.monotonic() - begun), log)
         trained = True
