@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
 import traceback
 from typing import Any
 
@@ -82,6 +81,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from emulator.endpoints import endpoint, run_episodes
+    from emulator.serving import watch
     from emulator.training import newest_model
 
     model = args.model or newest_model(args.output)
@@ -97,7 +97,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.no_wait:
             return 0
         print("serving until Ctrl-C", flush=True)
-        threading.Event().wait()
+        watch(predictor.endpoint_name)  # raises EndpointError (one line, exit 1) once /ping stops answering
     return 0
 
 

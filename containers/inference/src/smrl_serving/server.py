@@ -1,6 +1,6 @@
 """`serve`: start the model server the way SageMaker expects.
 
-uvicorn (httptools parser, uvloop event loop) with one process per worker. Each worker
+uvicorn (httptools parser with read deadlines, uvloop event loop) with one process per worker. Each worker
 imports MXNet and loads the model itself, after the process starts: MXNet's engine
 threads do not survive fork, and loading in the worker is what makes /ping mean "ready".
 Measured on 2 cores against gunicorn (sync and gthread workers), see the image's README.
@@ -21,8 +21,17 @@ import sys
 
 import smrl_contract as contract
 
-# uvicorn's "keep idle connections" time: clients of an endpoint reuse connections.
+# Limits against abusive or broken clients (header and body deadlines: smrl_serving.protocol).
+# Idle keep-alive connections (and new ones that send nothing) close after 60 s: the SDK's
+# predictor keeps one connection per thread and reuses it; a minute covers a notebook's
+# pauses between calls without holding abandoned connections for long.
 KEEP_ALIVE_SECONDS = 60
+# Connections (idle ones included) per worker before new requests get a 503 at once:
+# nginx's default worker_connections; local clients use a handful, each connection costs
+# a file handle and some kilobytes, so 1,024 bounds a worker's memory while leaving room.
+CONNECTION_LIMIT = 1024
+# Connections the kernel queues before a worker accepts them (uvicorn's default, 2,048).
+BACKLOG = 2048
 
 
 def worker_count(environ=os.environ) -> int:
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         "smrl_serving.app:create_app", factory=True,
         host="0.0.0.0", port=port, workers=workers,
-        http="httptools", loop="uvloop", lifespan="on",
+        http="smrl_serving.protocol:GuardedHttpToolsProtocol", loop="uvloop", lifespan="on",
+        limit_concurrency=CONNECTION_LIMIT, backlog=BACKLOG,
         log_config=log_config(level), log_level=level.lower(), access_log=False,
         server_header=False, date_header=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
