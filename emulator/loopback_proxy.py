@@ -209,7 +209,7 @@ class _Client(asyncio.Protocol):
         proxy = self.proxy
         down = proxy.health_check()
         if down is not None:
-            return self._fail(502, "Bad Gateway", down)
+            return self._fail(502, "Bad Gateway", f"The endpoint is down. {down}")
         if proxy.upstream is None:
             return self._fail(503, "Service Unavailable", "The endpoint is starting; retry shortly.")
         if proxy.upstream_count >= proxy.max_upstream:

@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from sagemaker.local.entities import _LocalEndpoint
+from sagemaker.local.image import _HostingContainer
 from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import get_config_value
 
@@ -152,10 +153,10 @@ class LoopbackEndpoint(_LocalEndpoint):
         hosting = container.container if container is not None else None
         process = getattr(hosting, "process", None)
         if container is None:
-            return f"Endpoint {self.name} was deleted."
+            return "It was deleted."
         if process is None or process.poll() is None:
             return None
-        return f"The container of endpoint {self.name} exited (docker-compose exit code {process.returncode})."
+        return f"Its container exited (docker-compose exit code {process.returncode})."
 
     def describe_failure(self) -> str:
         """The cause of a failed /ping or request, and the fix, for one-line messages."""
@@ -167,7 +168,7 @@ class LoopbackEndpoint(_LocalEndpoint):
             finally:
                 client.close()
             if not found:
-                reason = f"The container of endpoint {self.name} was removed."
+                reason = "Its container was removed."
             else:
                 state = found[0].attrs.get("State") or {}
                 status = "paused" if state.get("Paused") else state.get("Status")
@@ -176,8 +177,8 @@ class LoopbackEndpoint(_LocalEndpoint):
                     reason = f"Its container {found[0].name} is {status} (exit code {state.get('ExitCode')}{memory})."
                 else:
                     reason = f"Its container {found[0].name} runs but does not answer (busy or stuck?)."
-        return (f"{reason or 'It was deleted.'} See the container's log above or with `docker logs`, "
-                "then deploy the model again (`smrl-local serve`).")
+        return (f"{reason or 'It was deleted.'} See the container's log above, then deploy the model again "
+                "(`smrl-local serve`).")
 
     def stop(self) -> None:
         """Stops and removes the containers, the network when unused, and the temp folders."""
@@ -244,19 +245,19 @@ def watch(endpoint_name: str, interval: float = WATCH_INTERVAL_S, misses: int = 
     missed = 0
     while True:
         endpoint = endpoint_named(endpoint_name)
+        url = f"http://{LOOPBACK}:{endpoint.port}"
         if endpoint.exit_reason() is not None:
-            missed, last = misses, "no container"
-        else:
-            try:
-                status, body = ping(endpoint.port)
-                last = f"{status} {body.strip()[:200]}".strip()
-                missed = 0 if status == 200 else missed + 1
-            except (OSError, http.client.HTTPException) as error:
-                last = str(error) or type(error).__name__
-                missed += 1
+            raise EndpointError(f"Endpoint {endpoint_name} on {url} is down. {endpoint.describe_failure()}")
+        try:
+            status, body = ping(endpoint.port)
+            last = f"{status} {body.strip()[:200]}".strip()
+            missed = 0 if status == 200 else missed + 1
+        except (OSError, http.client.HTTPException) as error:
+            last = str(error) or type(error).__name__
+            missed += 1
         if missed >= misses:
-            raise EndpointError(f"Endpoint {endpoint_name} on http://{LOOPBACK}:{endpoint.port} stopped answering "
-                                f"/ping (last: {last}). {endpoint.describe_failure()}")
+            raise EndpointError(f"Endpoint {endpoint_name} on {url} stopped answering /ping ({misses} tries, last: "
+                                f"{last}). {endpoint.describe_failure()}")
         time.sleep(interval)
 
 
@@ -413,6 +414,7 @@ class _LiveEndpoints:
         # would wait forever. Hooks registered here run before that join.
         threading._register_atexit(self.stop_all)  # type: ignore[attr-defined]
         atexit.register(self.stop_all)  # endpoints added after the join began
+        threading.excepthook = _quiet_hosting_exit
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -426,6 +428,18 @@ class _LiveEndpoints:
                     raise SystemExit(128 + number)
 
             signal.signal(signum, on_signal)
+
+
+_thread_excepthook = threading.excepthook
+
+
+def _quiet_hosting_exit(args: Any) -> None:
+    """The SDK's serving thread raises a RuntimeError with a traceback when its container
+    exits; `watch()` and `predict()` say that in one line with the cause and the fix."""
+    if isinstance(args.thread, _HostingContainer) and isinstance(args.exc_value, RuntimeError):
+        logger.debug("%s: %s", args.thread.name, args.exc_value)
+        return
+    _thread_excepthook(args)
 
 
 live_endpoints = _LiveEndpoints()

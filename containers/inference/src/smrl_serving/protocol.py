@@ -12,9 +12,7 @@ the worker's `limit_concurrency`. Here:
 * its body must be complete within BODY_TIMEOUT_S of the end of its headers, else the
   connection is closed (the application sees a disconnect and answers nothing).
 
-Why 10 s each: clients of an endpoint on this machine send a request (at most 6 MB) in
-milliseconds; 10 s leaves room for a loaded machine and a client pausing in a debugger,
-and ends a stalled request 20 times sooner than before.
+The values and why: smrl_serving.limits.
 """
 from __future__ import annotations
 
@@ -22,8 +20,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-HEADER_TIMEOUT_S = 10.0
-BODY_TIMEOUT_S = 10.0
+from smrl_serving.limits import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 
 TIMEOUT_408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                b"content-length: 43\r\nconnection: close\r\n\r\n"

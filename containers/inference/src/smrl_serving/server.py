@@ -20,18 +20,7 @@ import os
 import sys
 
 import smrl_contract as contract
-
-# Limits against abusive or broken clients (header and body deadlines: smrl_serving.protocol).
-# Idle keep-alive connections (and new ones that send nothing) close after 60 s: the SDK's
-# predictor keeps one connection per thread and reuses it; a minute covers a notebook's
-# pauses between calls without holding abandoned connections for long.
-KEEP_ALIVE_SECONDS = 60
-# Connections (idle ones included) per worker before new requests get a 503 at once:
-# nginx's default worker_connections; local clients use a handful, each connection costs
-# a file handle and some kilobytes, so 1,024 bounds a worker's memory while leaving room.
-CONNECTION_LIMIT = 1024
-# Connections the kernel queues before a worker accepts them (uvicorn's default, 2,048).
-BACKLOG = 2048
+from smrl_serving.limits import BACKLOG, CONNECTION_LIMIT, KEEP_ALIVE_S
 
 
 def worker_count(environ=os.environ) -> int:
@@ -93,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_concurrency=CONNECTION_LIMIT, backlog=BACKLOG,
         log_config=log_config(level), log_level=level.lower(), access_log=False,
         server_header=False, date_header=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=contract.GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
