@@ -15,6 +15,7 @@ from emulator.loopback_proxy import FD_RESERVE, LoopbackProxy, connection_limits
 
 class _Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else the echo server itself waits for delayed ACKs
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -171,3 +172,18 @@ def test_error_responses_are_complete_http_messages():
     head, body = response.split(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502 Bad Gateway") and b"Connection: close" in head
     assert body == b"gone\n" and b"Content-Length: 5" in head
+
+
+def test_a_request_through_the_proxy_takes_no_delayed_ack(proxy):
+    """Answers in two segments (headers, body) must not wait for the client's delayed ACK (~40 ms)."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+    connection.connect()
+    connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        connection.request("POST", "/invocations", body=b"[1]")
+        connection.getresponse().read()
+        times.append(time.perf_counter() - started)
+    connection.close()
+    assert sorted(times)[len(times) // 2] < 0.02, times  # 40 ms when a delayed ACK is waited for
