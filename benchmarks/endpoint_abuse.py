@@ -231,9 +231,10 @@ def run(target: str, idle: int, stalled: int, seconds: float) -> dict[str, Any]:
 
     import emulator
     from emulator.containers import containers_of
-    from emulator.images import inference_image
+    from emulator.images import build_image, inference_image
     from emulator.serving import endpoint_named
 
+    build_image("inference", "cpu")  # seconds when up to date; the tag may hold another checkout's build
     result: dict[str, Any] = {"target": target, "idle": idle, "stalled": stalled, "seconds": seconds}
     with tempfile.TemporaryDirectory(prefix="smrl-abuse-") as tmp:
         archive, code = _echo_model(Path(tmp))
