@@ -207,11 +207,15 @@ def containers_of(client: docker.DockerClient, hosts: list[str]) -> list[Any]:
 
 
 def address_on(client: docker.DockerClient, hosts: list[str], network: str) -> str | None:
-    """The IP address of the first of `hosts`' containers on `network`, once it has one."""
-    for container in containers_of(client, hosts[:1]):
-        address = ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(network, {})
-        if address.get("IPAddress"):
-            return str(address["IPAddress"])
+    """The IP address of the first of `hosts`' containers on `network`, once it has one.
+
+    Reads the engine's container list only (no inspect of each): a container removed
+    between the two calls would raise NotFound there."""
+    for summary in client.api.containers(all=True, filters={"label": f"com.docker.compose.service={hosts[0]}"}):
+        networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(network) or {}).get("IPAddress")
+        if address:
+            return str(address)
     return None
 
 
