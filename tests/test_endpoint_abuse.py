@@ -20,7 +20,7 @@ import pytest
 import emulator
 from conftest import REPO, make_tar_gz
 from emulator.containers import SERVING_NETWORK, containers_of
-from emulator.serving import EndpointError, endpoint_named, ping
+from emulator.serving import PING_TIMEOUT_S, WATCH_INTERVAL_S, WATCH_MISSES, EndpointError, endpoint_named, ping, watch
 from smrl_serving.limits import BODY_TIMEOUT_S, HEADER_TIMEOUT_S
 from test_serving import _listening_addresses
 
@@ -162,6 +162,22 @@ def test_predict_on_an_endpoint_whose_container_died_raises_endpoint_error_with_
         seconds = time.monotonic() - started
     assert "exited" in str(raised.value) and "deploy the model again" in str(raised.value), raised.value
     assert seconds < 5, seconds
+
+
+def test_the_watchdog_reports_an_endpoint_whose_container_hangs(echo_model, inference_image_ready, docker_engine):
+    archive, code = echo_model
+    with emulator.endpoint(archive, entry_point="inference.py", source_dir=code) as predictor:
+        (container,) = containers_of(docker_engine, endpoint_named(predictor.endpoint_name).container.hosts)
+        container.pause()  # running, but answers nothing
+        started = time.monotonic()
+        try:
+            with pytest.raises(EndpointError) as raised:
+                watch(predictor.endpoint_name)
+        finally:
+            container.unpause()
+        seconds = time.monotonic() - started
+    assert "stopped answering /ping" in str(raised.value) and "is paused" in str(raised.value), raised.value
+    assert seconds < WATCH_MISSES * (PING_TIMEOUT_S + WATCH_INTERVAL_S) + 5, seconds
 
 
 def test_serve_exits_non_zero_with_one_line_when_its_endpoint_stops_answering(
