@@ -74,6 +74,11 @@ FIGURES: list[Figure] = [
     Figure("s3-start", "local S3 (rclone serve s3, on the host): start -> accepting", "s"),
     Figure("s3-put-50mb", "local S3: put of a 50 MB object (boto3)", "s"),
     Figure("s3-get-50mb", "local S3: get of a 50 MB object (boto3)", "s"),
+    Figure("archive-check-model", "model archive check (host): a trained CartPole policy's model.tar.gz", "ms"),
+    Figure("archive-check-bomb", "model archive check (host): 5.5 GB of zeros in one member, 5 MB packed, refused",
+           "ms"),
+    Figure("archive-check-bomb-split", "model archive check (host): 5.5 GB of zeros in 55 members, refused by the ratio",
+           "s"),
 ]
 BY_KEY = {figure.key: figure for figure in FIGURES}
 

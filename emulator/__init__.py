@@ -13,7 +13,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 # passes its own SDK defaults, so those lines say nothing useful here.
 logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
 
-__all__ = ["endpoint", "local_session"]
+__all__ = ["TrainingJobFailed", "endpoint", "local_session"]
 
 
 def __getattr__(name: str):
@@ -27,4 +27,8 @@ def __getattr__(name: str):
         from emulator.endpoints import endpoint
 
         return endpoint
+    if name == "TrainingJobFailed":  # what a failed fit() raises
+        from emulator.job_failure import TrainingJobFailed
+
+        return TrainingJobFailed
     raise AttributeError(f"module 'emulator' has no attribute {name!r}")

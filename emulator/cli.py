@@ -13,10 +13,11 @@ import json
 import logging
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from emulator import engine
 from emulator.errors import UserError
+from emulator.inputs import InputError, check_port, check_steps
 from emulator.preflight import DEFAULT_SMOKE_STEPS
 from emulator.progress import quiet
 from emulator.resources import DEFAULT_PRESET
@@ -40,6 +41,41 @@ def _environment_variable(text: str) -> tuple[str, str]:
     return name, value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with each error on one line (argparse prints the usage first); exits 2 as argparse does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.rstrip('.')}. See `{self.prog} --help`.\n")
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _port(text: str) -> int:
+    try:
+        return check_port(_whole_number(text), name="") or 0
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _steps(text: str) -> int:
+    try:
+        return check_steps(_whole_number(text), name="") or 0
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(text: str) -> int:
+    number = _whole_number(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative: pass 0 or more")
+    return number
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     return engine.ensure()
 
@@ -60,6 +96,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     result = train(
         args.preset,
+        source_dir=args.source_dir,
         hyperparameters=dict(args.hyperparameter or []),
         steps=args.steps,
         environment=dict(args.env or []),
@@ -80,11 +117,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from emulator.endpoints import endpoint, run_episodes
+    from emulator.endpoints import check_gym_env, check_inference_code, checked_model, endpoint, run_episodes
+    from emulator.inputs import check_output_folder
     from emulator.serving import watch
     from emulator.training import newest_model
 
-    model = args.model or newest_model(args.output)
+    check_inference_code(args.entry_point, args.source_dir)
+    if args.episodes:
+        check_gym_env(args.gym_env)
+    model = checked_model(args.model or newest_model(check_output_folder(args.output, "--output")))
     print(f"serving {model}")
     with endpoint(model, entry_point=args.entry_point, source_dir=args.source_dir, port=args.port) as predictor:
         print(f"endpoint ready: {predictor.url}  (POST {predictor.url}/invocations, GET {predictor.url}/ping)")
@@ -102,14 +143,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_preflight(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from emulator import jobspec
+    from emulator.preflight import notebook
     from emulator.preflight.report import format_report
     from emulator.preflight.runner import run
 
-    spec = jobspec.load(args.job)
-    if not args.json:
-        print(f"pre-flight of {spec.path}")
-    report = run(spec, steps=args.steps, static_only=args.static_only, log=quiet if args.json else print)
+    log = quiet if args.json else print
+    if Path(args.job).suffix == ".ipynb":
+        if args.static_only:
+            raise jobspec.JobSpecError("--static-only: a notebook's jobs are known only by running it; drop the flag.")
+        if not args.json:
+            print(f"pre-flight of {Path(args.job).resolve()} (every cell, training shrunk to {args.steps} steps)")
+        report = notebook.run(args.job, steps=args.steps, log=log)
+    else:
+        spec = jobspec.load(args.job)
+        if not args.json:
+            print(f"pre-flight of {spec.path}")
+        report = run(spec, steps=args.steps, static_only=args.static_only, log=log)
     print(report.to_json() if args.json else "\n" + format_report(report))
     return 0 if report.ok else 1
 
@@ -136,7 +188,7 @@ def _cmd_s3_ls(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smrl-local",
         description="SageMaker RL (Coach + MXNet) on this machine: local images, local mode, no AWS.",
     )
@@ -156,12 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_cmd_build)
 
     train = commands.add_parser("train", help="train a preset with RLEstimator(...).fit() in local mode")
-    train.add_argument("--preset", default=DEFAULT_PRESET, help="preset file in presets/ (default: %(default)s)")
+    train.add_argument("--preset", default=DEFAULT_PRESET,
+                       help="a preset's name in --source-dir, or the path of a preset .py file (default: %(default)s)")
+    train.add_argument("--source-dir", help="folder of your preset and env module (default: the project's presets/); "
+                       "without a train_coach.py of its own, the image's Coach launcher runs the preset")
     train.add_argument("--hyperparameter", "-p", metavar="NAME=VALUE", type=_hyperparameter, action="append",
                        help="extra hyperparameter, e.g. -p rl.agent_params.algorithm.discount=0.95 "
                             "or -p rl.evaluation_steps:EnvironmentEpisodes=5 (repeatable)")
-    train.add_argument("--steps", type=int,
-                       help="training budget in environment steps (overrides the preset's improve_steps)")
+    train.add_argument("--steps", type=_steps,
+                       help="training budget in environment steps, > 0 (overrides the preset's improve_steps)")
     train.add_argument("--env", metavar="NAME=VALUE", type=_environment_variable, action="append",
                        help="environment variable for the training container, e.g. --env SMRL_COACH_FAST=0 "
                             "(stock Coach) (repeatable)")
@@ -175,11 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve a trained model on 127.0.0.1 with the SageMaker endpoint contract")
     serve.add_argument("--model", help="model.tar.gz to serve (default: the newest under --output)")
     serve.add_argument("--output", default="output", help="where `train` wrote its jobs (default: %(default)s)")
-    serve.add_argument("--port", type=int, help="port on 127.0.0.1 (default: 8080, or a free one when taken)")
+    serve.add_argument("--port", type=_port,
+                       help="port on 127.0.0.1, 1-65535 (default: 8080, or a free one when taken; 0: a free one)")
     serve.add_argument("--entry-point",
                        help="inference script (model_fn/input_fn/predict_fn/output_fn or transform_fn)")
     serve.add_argument("--source-dir", help="folder holding the inference script")
-    serve.add_argument("--episodes", type=int, default=5,
+    serve.add_argument("--episodes", type=_count, default=5,
                        help="CartPole episodes to drive with the endpoint first (default: %(default)s)")
     serve.add_argument("--gym-env", default="CartPole-v0",
                        help="gymnasium environment for those episodes (default: %(default)s)")
@@ -202,9 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     s3_ls.set_defaults(run=_cmd_s3_ls)
 
     check = commands.add_parser("preflight", help="prove a SageMaker RL job works here before sending it to the cloud")
-    check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml")
-    check.add_argument("--steps", type=int, default=DEFAULT_SMOKE_STEPS,
-                       help="environment steps of the smoke training run (default: %(default)s)")
+    check.add_argument("job", help="job description: a .py file that builds the RLEstimator, or .yaml/.toml; "
+                       "or a notebook (.ipynb), run in full with its training shrunk")
+    check.add_argument("--steps", type=_steps, default=DEFAULT_SMOKE_STEPS,
+                       help="environment steps of the smoke training run, > 0 (default: %(default)s)")
     check.add_argument("--static-only", action="store_true", help="only the checks that run no training job")
     check.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
     check.set_defaults(run=_cmd_preflight)

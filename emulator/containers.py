@@ -14,15 +14,20 @@ import copy
 import logging
 import os
 import shutil
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import docker.errors
+import sagemaker.local.image
 import yaml
 from sagemaker.local.image import DOCKER_COMPOSE_FILENAME, _SageMakerContainer, _Volume
 
 from emulator import contract
+from emulator.archives import check_model_archive
 from emulator.errors import UserError
 from emulator.images import is_our_image
 
@@ -106,9 +111,39 @@ def _read_only(volume: str) -> str:
     return volume
 
 
+def _checked_before_unpacking(extract: Callable) -> Callable:
+    """The SDK's extraction of a served model's archive, after ``check_model_archive``."""
+
+    def extract_checked(tar: tarfile.TarFile, extract_path: str) -> None:
+        check_model_archive(str(tar.name))
+        extract(tar, extract_path)
+
+    extract_checked.smrl_checked = True  # type: ignore[attr-defined]
+    return extract_checked
+
+
+# Patch of the SDK (sagemaker.local.image.custom_extractall_tarfile, which local mode runs on
+# the host on each archive of a served model, file:// or downloaded from S3, with no limit on
+# size or count): the archive is checked first, and refused with one line (emulator.archives).
+if not getattr(sagemaker.local.image.custom_extractall_tarfile, "smrl_checked", False):
+    sagemaker.local.image.custom_extractall_tarfile = _checked_before_unpacking(
+        sagemaker.local.image.custom_extractall_tarfile)
+
+
 class ServingContainer(OwnedContainer):
     """An endpoint's container: on the internal serving network, no published port (the
     endpoint's loopback proxy forwards to its address there)."""
+
+    def _prepare_serving_volumes(self, model_location):
+        # The SDK unpacks only what `tarfile.is_tarfile` accepts and mounts anything else as
+        # it is: a file:// model that is not a tar.gz would fail only in the container, as
+        # "no model in /opt/ml/model". The check says what the file is instead.
+        parsed = urlparse(model_location)
+        if parsed.scheme == "file":
+            path = Path(parsed.netloc + parsed.path)
+            if path.is_file() and not tarfile.is_tarfile(path):
+                check_model_archive(path)
+        return super()._prepare_serving_volumes(model_location)
 
     def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
         config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
@@ -164,10 +199,18 @@ def ensure_network(client: docker.DockerClient, name: str, *, internal: bool) ->
             )
         network.remove()
     try:
-        client.networks.create(name, driver="bridge", internal=internal)
+        created = client.networks.create(name, driver="bridge", internal=internal, check_duplicate=True)
     except docker.errors.APIError as exc:
         if exc.status_code != 409:  # 409: a parallel job created it first
             raise
+        return
+    # The engine's duplicate check is best effort: two jobs starting together made two
+    # networks of one name, and compose then refused both ("network ... is ambiguous").
+    # Every process keeps the oldest and removes its own if it is not that one.
+    same = [n for n in client.networks.list(names=[name]) if n.name == name]
+    oldest = min(same, key=lambda n: (n.attrs.get("Created", ""), n.id))
+    if oldest.id != created.id:
+        created.remove()
 
 
 def release_network(client: docker.DockerClient, name: str) -> None:

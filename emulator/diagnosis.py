@@ -70,6 +70,11 @@ def diagnose(log_text: str, search_root: Path | None = None) -> Diagnosis | None
 
 def _missing_module(module: str, line: str, search_root: Path | None) -> Diagnosis:
     top = module.split(".")[0]
+    if top == "rl_coach":  # only the training image has Coach
+        return Diagnosis("the endpoint imports a script that imports Coach (rl_coach), which the serving image "
+                         "(MXNet) does not have: without an entry_point, deploy() serves with the training script",
+                         "give deploy() an inference script without Coach: "
+                         "estimator.deploy(..., entry_point='deploy-mxnet-coach.py')", line)
     found = _find_package(top, search_root) if search_root else None
     cause = (f"the entry point imports {top}, which is not in the job's code (source_dir + dependencies) "
              "nor in the image")

@@ -24,6 +24,9 @@ import docker.errors
 from emulator.errors import UserError
 
 PING_TIMEOUT_S = 3
+# For every call after the ping: on this 2-core machine under load (an image build beside a
+# job), listing or removing containers took over 3 s, and a ReadTimeout is no answer.
+API_TIMEOUT_S = 120
 START_TIMEOUT_S = 60
 DOCKERD_LOG = Path("/var/log/smrl-dockerd.log")
 DEBIAN_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
@@ -75,6 +78,7 @@ def _ping(timeout: int = PING_TIMEOUT_S) -> tuple[docker.DockerClient | None, st
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
+        client.api.timeout = API_TIMEOUT_S
         return client, ""
     except docker.errors.DockerException as exc:
         return None, str(exc)
@@ -138,7 +142,7 @@ def has_nvidia_runtime(client: docker.DockerClient | None = None) -> bool:
     without a named runtime).
     """
     owned = client is None
-    client = client or docker.from_env(timeout=PING_TIMEOUT_S)
+    client = client or docker.from_env(timeout=API_TIMEOUT_S)
     try:
         runtimes = client.info().get("Runtimes") or {}
     finally:

@@ -92,13 +92,16 @@ def load(path: str | Path) -> JobSpec:
     if path.suffix == ".py":
         return _from_python(path)
     if path.suffix in (".yaml", ".yml"):
-        return _from_mapping(path, yaml.safe_load(path.read_text()) or {})
+        return from_mapping(path, yaml.safe_load(path.read_text()) or {})
     if path.suffix == ".toml":
-        return _from_mapping(path, tomllib.loads(path.read_text()))
+        return from_mapping(path, tomllib.loads(path.read_text()))
     raise JobSpecError(f"{path.name}: a job description is a .py, .yaml/.yml or .toml file.")
 
 
-def _from_mapping(path: Path, data: dict[str, Any]) -> JobSpec:
+def from_mapping(path: Path, data: dict[str, Any]) -> JobSpec:
+    """A job from its fields (an ``estimator`` table, optional ``fit`` and ``deploy``), as
+    written in a YAML/TOML job file or recorded from a notebook; `path` is what relative
+    paths are relative to."""
     if "estimator" not in data:
         raise JobSpecError(f"{path.name} has no 'estimator' table: put the RLEstimator arguments under it.")
     estimator = dict(data["estimator"])

@@ -38,11 +38,13 @@ class NotebookError(UserError):
 
 
 class _StreamingClient(NotebookClient):
-    """Echoes each cell's stdout and stderr while it runs."""
+    """Echoes each cell's stdout and stderr while it runs, when `echo`."""
+
+    echo = True
 
     def process_message(self, msg: dict, cell: Any, cell_index: int) -> Any:
         result = super().process_message(msg, cell, cell_index)
-        if msg["msg_type"] == "stream":
+        if self.echo and msg["msg_type"] == "stream":
             stream = sys.stdout if msg["content"]["name"] == "stdout" else sys.stderr
             stream.write(msg["content"]["text"])
             stream.flush()
@@ -94,9 +96,9 @@ def failed_line(cell: Any) -> str:
 
 
 def execute(path: Path, executed_copy: Path, env: dict[str, str], hook: str, params: dict[str, Any],
-            log: Log) -> None:
+            log: Log, echo: bool = True) -> None:
     """Runs the notebook at `path` in a kernel with environment `env`, `hook` first; writes
-    the executed notebook to `executed_copy`.
+    the executed notebook to `executed_copy`. Cells' output is shown as they run when `echo`.
 
     Raises:
         NotebookError: the hook or a cell failed, or the kernel died; the message names the cell.
@@ -108,13 +110,16 @@ def execute(path: Path, executed_copy: Path, env: dict[str, str], hook: str, par
     config.KernelManager.transport_encryption = "auto"  # no "running over TCP without encryption" warning
     client = _StreamingClient(notebook, kernel_name="python3", config=config, timeout=None,
                               resources={"metadata": {"path": str(path.parent)}})
+    client.echo = echo
     code_cells = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     started, index, number = time.monotonic(), -1, 0
     try:
+        # What the kernel's subprocesses print to its own stdout (os.system) goes where Jupyter
+        # sends it, to the terminal; when the cells are not echoed, to the kernel's log.
         with open(executed_copy.with_suffix(".kernel.log"), "w") as kernel_log, \
-                client.setup_kernel(env=env, stderr=kernel_log):
+                client.setup_kernel(env=env, stderr=kernel_log, **({} if echo else {"stdout": kernel_log})):
             kernel: Any = client.kc
             reply = run_sync(kernel.execute_interactive)(hook, store_history=False, output_hook=lambda m: None)
             if reply["content"]["status"] != "ok":

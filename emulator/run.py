@@ -23,6 +23,7 @@ from emulator import notebooks, resources
 from emulator.engine import EngineError, has_nvidia_runtime, require_engine
 from emulator.errors import UserError
 from emulator.images import default_region
+from emulator.inputs import check_output_folder
 from emulator.progress import Log
 from emulator.runtime import run_environment
 from emulator.s3 import LocalS3
@@ -64,27 +65,31 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def run(path: str | Path, params: dict[str, Any] | None = None, output_dir: str | Path = DEFAULT_OUTPUT_DIR,
-        log: Log = print) -> RunResult:
-    """Runs the script or notebook at `path` as the module docstring says; a notebook's
-    executed copy goes to `<output_dir>/<name>-<time>/<name>.ipynb`."""
+        log: Log = print, environment: dict[str, str] | None = None, echo: bool = True) -> RunResult:
+    """Runs the script or notebook at `path` as the module docstring says, with
+    `environment` added to the run's; a notebook's executed copy goes to
+    `<output_dir>/<name>-<time>/<name>.ipynb`, and its cells' output is shown as they run
+    when `echo`."""
     path = Path(path).resolve()
     if not path.is_file():
         raise RunError(f"No script or notebook at {path}. Pass a .py or .ipynb file.")
     if path.suffix not in (".py", ".ipynb"):
         raise RunError(f"{path.name}: `smrl-local run` runs a .py script or an .ipynb notebook.")
+    if path.suffix == ".ipynb":
+        check_output_folder(output_dir)
     gpu = _engine_has_gpus()
     work_dir = resources.work_dir()
     started = time.monotonic()
     with LocalS3(work_dir / "s3") as s3:
         log(f"local S3: {s3.endpoint} (data in {s3.data_dir})")
-        env = run_environment(s3.endpoint, default_region(), str(work_dir), gpu)
+        env = {**run_environment(s3.endpoint, default_region(), str(work_dir), gpu), **(environment or {})}
         if path.suffix == ".py":
             _run_script(path, params or {}, env)
             return RunResult(path, time.monotonic() - started)
         run_dir = Path(output_dir).resolve() / f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir.mkdir(parents=True)
         executed = run_dir / path.name
-        notebooks.execute(path, executed, env, KERNEL_HOOK, params or {}, log)
+        notebooks.execute(path, executed, env, KERNEL_HOOK, params or {}, log, echo=echo)
         return RunResult(path, time.monotonic() - started, executed)
 
 

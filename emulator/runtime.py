@@ -10,7 +10,10 @@ notebook's kernel), before the first line of it: code written for the cloud runs
 * a connection to anything but this machine is refused (an audit hook on
   ``socket.connect``), and written to ``refused-connections.log`` in the work folder;
 * estimators and models asked for an ``ml.*`` instance type run locally: ``local``, or
-  ``local_gpu`` for GPU types when the engine has an NVIDIA runtime; the mapping is printed once.
+  ``local_gpu`` for GPU types when the engine has an NVIDIA runtime; the mapping is printed once;
+* when the run's environment names a journal (``emulator.run_journal``), what the code built,
+  trained, deployed and asked is written to it; with ``SMOKE_STEPS_ENV`` too (the pre-flight
+  of a notebook), every RLEstimator trains for that many environment steps.
 
 The environment of the run (placeholder credentials, region, ``AWS_ENDPOINT_URL_S3``) is set
 by the caller, see ``run_environment``.
@@ -19,10 +22,12 @@ by the caller, see ``run_environment``.
 from __future__ import annotations
 
 import functools
+import inspect
 import ipaddress
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,18 +39,26 @@ import sagemaker.estimator
 import sagemaker.local
 import sagemaker.model
 import sagemaker.mxnet
+import sagemaker.predictor
 import sagemaker.rl
+import sagemaker.rl.estimator
 import sagemaker.session
 from sagemaker.local import LocalSession
 
-from emulator import contract, local_aws, resources
+from emulator import contract, local_aws, resources, run_journal
 from emulator.images import instance_kind
-from emulator.session import CLOUD_INSTANCE_TYPE_ATTRIBUTE, LocalRLSession, refuse_calls_off_this_machine
+from emulator.session import (
+    CLOUD_INSTANCE_TYPE_ATTRIBUTE,
+    LocalRLSession,
+    job_log_path,
+    refuse_calls_off_this_machine,
+)
 
 S3_ENDPOINT_ENV = "AWS_ENDPOINT_URL_S3"
 GPU_ENV = "SMRL_RUN_GPU"
 REFUSED_CONNECTIONS_LOG = "refused-connections.log"
 RUN_MARKER_ENV = "SMRL_RUN"
+SMOKE_STEPS_ENV = "SMRL_SMOKE_STEPS"
 # The SDK's own default_bucket(), kept before install() rebinds the SDK's session classes.
 _SDK_DEFAULT_BUCKET = sagemaker.session.Session.default_bucket
 
@@ -127,9 +140,80 @@ def _mapping_deploy(deploy: Callable) -> Callable:
             kwargs["instance_type"] = _local_instance_type(kwargs["instance_type"])
         elif len(args) >= 2:
             args = (args[0], _local_instance_type(args[1]), *args[2:])
-        return deploy(self, *args, **kwargs)
+        predictor = deploy(self, *args, **kwargs)
+        run_journal.record(run_journal.DEPLOY, estimator=id(self), endpoint=getattr(predictor, "endpoint_name", None),
+                           entry_point=kwargs.get("entry_point"),
+                           model_data=getattr(self, "model_data", None))
+        return predictor
 
     return mapped
+
+
+def _recording_rl_estimators(init: Callable) -> Callable:
+    """RLEstimator.__init__ that journals the arguments as written and, in a pre-flight,
+    shrinks the training budget (the key is added last, so it wins over the code's own)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def recording(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs).arguments
+        arguments = {name: value for name, value in bound.items() if name not in ("self", "kwargs")}
+        arguments.update({k: v for k, v in bound.get("kwargs", {}).items() if k != "sagemaker_session"})
+        run_journal.record(run_journal.ESTIMATOR, estimator=id(self), arguments=arguments)
+        steps = os.environ.get(SMOKE_STEPS_ENV)
+        if steps:
+            self.set_hyperparameters(**{contract.IMPROVE_STEPS_PARAM: int(steps)})
+
+    return recording
+
+
+def _recording_fits(fit: Callable) -> Callable:
+    @functools.wraps(fit)
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self, sagemaker.rl.estimator.RLEstimator):
+            return fit(self, *args, **kwargs)
+        started, error = time.monotonic(), None
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException as raised:
+            error = f"{type(raised).__name__}: {raised}"
+            raise
+        finally:
+            job, session = str(self._current_job_name), self.sagemaker_session
+            artifacts = getattr(session, "artifacts_dirs", {}).get(job)
+            work_dir = getattr(session, "work_dir", resources.work_dir())
+            run_journal.record(run_journal.FIT, estimator=id(self), job=job, error=error,
+                               seconds=time.monotonic() - started, log=job_log_path(work_dir, job),
+                               artifacts=artifacts, inputs=(args[0] if args else kwargs.get("inputs")),
+                               smoke_steps=os.environ.get(SMOKE_STEPS_ENV))
+
+    return recording
+
+
+def _recording_predictions(predict: Callable) -> Callable:
+    @functools.wraps(predict)
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            answer = predict(self, *args, **kwargs)
+        except Exception as error:
+            run_journal.record(run_journal.PREDICT, endpoint=self.endpoint_name,
+                               error=f"{type(error).__name__}: {error}")
+            raise
+        run_journal.record(run_journal.PREDICT, endpoint=self.endpoint_name, error=None)
+        return answer
+
+    return recording
+
+
+def _recording_deletes(delete_endpoint: Callable) -> Callable:
+    @functools.wraps(delete_endpoint)
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        done = delete_endpoint(self, *args, **kwargs)
+        run_journal.record(run_journal.DELETE_ENDPOINT, endpoint=self.endpoint_name)
+        return done
+
+    return recording
 
 
 def _answering_locally(create_client: Callable) -> Callable:
@@ -193,3 +277,10 @@ def install() -> None:
     sagemaker.model.Model.deploy = _mapping_deploy(sagemaker.model.Model.deploy)  # type: ignore[method-assign]
     sagemaker.estimator.EstimatorBase.deploy = _mapping_deploy(  # type: ignore[method-assign]
         sagemaker.estimator.EstimatorBase.deploy)
+    rl_estimator = sagemaker.rl.estimator.RLEstimator
+    rl_estimator.__init__ = _recording_rl_estimators(rl_estimator.__init__)  # type: ignore[method-assign]
+    sagemaker.estimator.EstimatorBase.fit = _recording_fits(  # type: ignore[method-assign]
+        sagemaker.estimator.EstimatorBase.fit)
+    predictor = sagemaker.predictor.Predictor
+    predictor.predict = _recording_predictions(predictor.predict)  # type: ignore[method-assign]
+    predictor.delete_endpoint = _recording_deletes(predictor.delete_endpoint)  # type: ignore[method-assign]

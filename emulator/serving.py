@@ -49,6 +49,7 @@ from emulator.containers import (
 from emulator.engine import require_engine
 from emulator.errors import UserError
 from emulator.images import default_region, ensure_sdk_tags
+from emulator.inputs import check_port
 from emulator.loopback_proxy import LoopbackProxy
 
 logger = logging.getLogger(__name__)
@@ -90,17 +91,26 @@ def port_is_free(port: int) -> bool:
 
 
 def choose_port(preferred: int | None = None) -> int:
-    """`preferred` (default 8080) when free on 127.0.0.1, else a free port the kernel picks."""
-    wanted = preferred or DEFAULT_PORT
-    if port_is_free(wanted):
-        return wanted
+    """`preferred` when free on 127.0.0.1; unset: 8080 when free, else a free port the
+    kernel picks (and said); 0: a free port the kernel picks.
+
+    Raises:
+        InputError: `preferred` is not 0-65535.
+        EndpointError: `preferred` is taken.
+    """
+    check_port(preferred)
     if preferred:
-        raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or omit it to get a "
+        if port_is_free(preferred):
+            return preferred
+        raise EndpointError(f"Port {preferred} on {LOOPBACK} is taken. Pick another port, or 0 (or none) to get a "
                             "free one.")
+    if preferred is None and port_is_free(DEFAULT_PORT):
+        return DEFAULT_PORT
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         port = probe.getsockname()[1]
-    logger.warning("Port %d is taken; serving on %s:%d instead.", DEFAULT_PORT, LOOPBACK, port)
+    if preferred is None:
+        logger.warning("Port %d is taken; serving on %s:%d instead.", DEFAULT_PORT, LOOPBACK, port)
     return port
 
 
@@ -123,7 +133,7 @@ class LoopbackEndpoint(_LocalEndpoint):
             self.proxy.start()
         except OSError as error:
             raise EndpointError(f"Port {self.port} on {LOOPBACK} is taken ({error.strerror}). Pick another port, "
-                                "or omit it to get a free one.") from None
+                                "or 0 (or none) to get a free one.") from None
         ensure_network(client, SERVING_NETWORK, internal=True)
         self.create_time = datetime.datetime.now()
         self.container = ServingContainer(

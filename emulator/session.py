@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,12 +33,15 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator import contract, resources
-from emulator.cloud_layout import upload_as_the_cloud_does
+from emulator.cloud_layout import IntermediateUploads, upload_as_the_cloud_does
 from emulator.containers import TrainingContainer
 from emulator.engine import require_engine
+from emulator.errors import UserError
 from emulator.images import IMAGES, default_region, variant_for
+from emulator.job_failure import TrainingJobFailed, describe
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
+from emulator.kept_artifacts import KeptArtifacts, shared_output_folder
 from emulator.local_aws import AWSCallRefused
 from emulator.serving import LoopbackEndpoint, LoopbackRuntimeClient
 
@@ -137,6 +142,43 @@ def stage_code(hyperparameters: dict, plan: CodeToStage | None, target: Path) ->
     return {**hyperparameters, DIR_PARAM_NAME: json.dumps(target.as_uri())}
 
 
+def job_log_path(work_dir: str | Path, job_name: str) -> Path:
+    """Where the whole log of a session's training job is kept, however fit() was called."""
+    return Path(work_dir, "logs", f"{job_name}.log")
+
+
+class _Tee:
+    """A text stream that writes to `stream` and to `copy`."""
+
+    def __init__(self, stream: Any, copy: Any):
+        self.stream, self.copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.copy.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def kept_log(path: Path) -> Iterator[None]:
+    """Copies what the SDK streams from the job's containers (to ``sys.stdout``) into `path`
+    as well: the cloud keeps a job's log in CloudWatch; plain ``fit()`` would only print it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as copy:
+        stream = sys.stdout
+        sys.stdout = _Tee(stream, copy)
+        try:
+            yield
+        finally:
+            sys.stdout = stream
+
+
 def refuse_calls_off_this_machine(request: Any, **_: Any) -> None:
     """botocore's before-send hook: a request to a server on this machine (the local S3)
     goes out; any other is refused before it is sent."""
@@ -197,9 +239,18 @@ class _GuardedLocalClient(LocalSagemakerClient):
             # guard deletes; a cloud job's artifacts are uploaded from here under the cloud's keys.
             output = Path(session.work_dir, "output", TrainingJobName).resolve()
             OutputDataConfig = {**OutputDataConfig, "S3OutputPath": output.as_uri()}
+            session.artifacts_dirs[TrainingJobName] = output
+        elif requested_output.startswith("file://"):
+            parsed = urlparse(requested_output)
+            session.artifacts_dirs[TrainingJobName] = Path(os.path.abspath(parsed.netloc + parsed.path))
 
+        # Jobs sharing a file:// output path: each one's archives kept (emulator.kept_artifacts).
+        shared = shared_output_folder(OutputDataConfig.get("S3OutputPath") or "", TrainingJobName)
+        kept = KeptArtifacts(shared, TrainingJobName) if shared else None
         client = require_engine()
         try:
+            if kept:
+                kept.before()
             with JobGuard(client, image, instance_type, session.boto_region_name) as guard:
                 container = TrainingContainer(
                     instance_type,
@@ -222,16 +273,35 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 if AlgorithmSpecification.get("ContainerArguments"):
                     container.container_arguments = AlgorithmSpecification["ContainerArguments"]
                 job = _LocalTrainingJob(container)
-                job.start(
-                    InputDataConfig or [],
-                    OutputDataConfig,
-                    hyperparameters,
-                    Environment or {},
-                    TrainingJobName,
-                )
-                raise_if_a_host_failed(client, container.hosts)
+                uploads = (IntermediateUploads(session.s3_client, output, requested_output, TrainingJobName)
+                           if cloud_layout else contextlib.nullcontext())
+                log_file = job_log_path(session.work_dir, TrainingJobName)
+                try:
+                    with uploads, kept_log(log_file):
+                        job.start(
+                            InputDataConfig or [],
+                            OutputDataConfig,
+                            hyperparameters,
+                            Environment or {},
+                            TrainingJobName,
+                        )
+                    raise_if_a_host_failed(client, container.hosts)
+                except RuntimeError as error:
+                    if isinstance(error, UserError):
+                        raise
+                    # The SDK says only "Failed to run: [docker-compose ...] exited with code: 1".
+                    artifacts = session.artifacts_dirs.get(TrainingJobName)
+                    raise TrainingJobFailed(describe(
+                        TrainingJobName, artifacts / contract.OUTPUT_ARCHIVE if artifacts else None,
+                        log_file.read_text(errors="replace") if log_file.is_file() else "", log_file, str(error),
+                    )) from None
         finally:
             client.close()
+            kept_model = kept.after() if kept else None
+            if kept_model:  # this job's own archives, whatever later jobs write to the shared path
+                session.artifacts_dirs[TrainingJobName] = kept_model.parent
+        if kept_model:
+            job.model_artifacts = kept_model.as_uri()
         if cloud_layout:
             job.model_artifacts = upload_as_the_cloud_does(
                 session.s3_client, output, requested_output, TrainingJobName)
@@ -252,6 +322,8 @@ class LocalRLSession(LocalSession):
                  default_bucket: str | None = LOCAL_BUCKET):
         self.work_dir = work_dir
         self.code_to_stage: dict[str, CodeToStage] = {}
+        # Where each job's model.tar.gz and output.tar.gz are on this machine, by job name.
+        self.artifacts_dirs: dict[str, Path] = {}
         super().__init__(
             boto_session=boto_session,
             default_bucket=default_bucket,

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +30,8 @@ from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
+from emulator.inputs import check_output_folder, check_steps, preset_and_folder
+from emulator.job_failure import TrainingJobFailed, describe
 from emulator.progress import Log
 from emulator.session import LocalRLSession, local_session
 
@@ -38,9 +39,8 @@ DEFAULT_ENTRY_POINT = "train_coach.py"
 DEFAULT_OUTPUT_DIR = Path("output")
 LATEST_LINK = "latest"
 _PROGRESS_EVERY_EPISODES = 10
-_ERROR_LINE = re.compile(re.escape(contract.COACH_ERROR_PREFIX) + r"(.*)")
 
-class TrainingError(UserError, RuntimeError):
+class TrainingError(TrainingJobFailed):
     """The training job failed; the message carries the container's reason and the log's path."""
 
 
@@ -76,16 +76,23 @@ def train(
     """Trains `preset` in local mode and collects model, output, log and reward curve.
 
     Args:
-        preset: Name of a preset file (without .py) in `source_dir`.
+        preset: Name of a preset file (without .py) in `source_dir`, or the path of a preset
+            file (its folder is then `source_dir`).
         hyperparameters: Extra hyperparameters, e.g. `{"rl.agent_params.algorithm.discount": 0.95}`.
-        steps: Training budget in environment steps (overrides the preset's `improve_steps`).
+        steps: Training budget in environment steps, > 0 (overrides the preset's `improve_steps`).
         environment: Environment variables for the training container (RLEstimator's
             `environment`), e.g. `{"SMRL_COACH_FAST": "0"}` for stock Coach. AWS_* names are
             refused: the emulator keeps AWS credentials out of containers.
         output_dir: Each job gets `<output_dir>/<job name>/`; `<output_dir>/latest` points at the newest.
         instance_type: "local" (CPU image) or "local_gpu" (GPU image, needs an NVIDIA runtime).
-        source_dir: Folder of the preset and `entry_point`; default: the project's presets.
+        source_dir: Folder of the preset, its env module and `entry_point`; default: the
+            project's presets. Without `entry_point` in it, the image's Coach launcher is
+            added to a copy of it (under the work folder's `sources/`, removed after the job).
         build: Build the training image first if it is missing or out of date.
+
+    Raises:
+        InputError: a preset that is a path or not in `source_dir`, steps <= 0, an output
+            folder that is a file or cannot be created; before anything is built or started.
     """
     if instance_type not in ("local", "local_gpu"):
         raise TrainingConfigError(f'instance_type must be "local" or "local_gpu" here, got {instance_type!r}.')
@@ -93,7 +100,9 @@ def train(
     if aws_names:
         raise TrainingConfigError(f"environment: {', '.join(aws_names)} refused: the emulator keeps AWS settings "
                                   "and credentials out of training containers. Remove them; jobs here need none.")
-    source_dir = Path(source_dir) if source_dir is not None else resources.presets_dir()
+    preset, source_dir = preset_and_folder(preset, source_dir, resources.presets_dir())
+    check_steps(steps)
+    check_output_folder(output_dir)
     if build:
         build_image("training", variant_for(instance_type), log=log)
 
@@ -105,10 +114,13 @@ def train(
     if steps is not None:
         params[contract.IMPROVE_STEPS_PARAM] = int(steps)
 
+    session = local_session()
+    if entry_point == DEFAULT_ENTRY_POINT and not (source_dir / entry_point).is_file():
+        source_dir = with_the_launcher(source_dir, session.work_dir / "sources" / job_name)
     estimator = local_estimator(
         instance_type=instance_type,
         output_dir=job_dir,
-        session=local_session(),
+        session=session,
         entry_point=entry_point,
         source_dir=str(source_dir),
         hyperparameters=params,
@@ -125,6 +137,8 @@ def train(
         raise
     except RuntimeError as error:
         raise TrainingError(failure_message(job_dir, log_file, error)) from None
+    finally:
+        shutil.rmtree(session.work_dir / "sources" / job_name, ignore_errors=True)  # a copy, when one was made
     if interrupted:
         # fit() swallows KeyboardInterrupt (its telemetry wrapper returns from `finally`);
         # the session's guard has already removed the containers. Pass the interrupt on.
@@ -145,6 +159,15 @@ def train(
         metrics=found,
         seconds=seconds,
     )
+
+
+def with_the_launcher(source_dir: Path, staged: Path) -> Path:
+    """A copy of a user's code folder (a preset and its env module) in `staged`, with the
+    image's Coach launcher beside it as ``train_coach.py``: what `train --source-dir` runs
+    when the folder brings no entry point of its own."""
+    shutil.copytree(source_dir, staged, ignore=shutil.ignore_patterns("__pycache__", ".*", "output"))
+    shutil.copy2(resources.presets_dir() / DEFAULT_ENTRY_POINT, staged / DEFAULT_ENTRY_POINT)
+    return staged
 
 
 def local_estimator(*, instance_type: str, output_dir: Path, session: LocalRLSession, **estimator_args: Any) -> Any:
@@ -258,19 +281,10 @@ class _Progress(io.TextIOBase):
 
 def failure_message(job_dir: Path, log_file: Path, error: Exception) -> str:
     """The container's own reason (its /opt/ml/output/failure file, or the error line of the log)."""
-    reason = None
-    output = job_dir / contract.OUTPUT_ARCHIVE
-    if output.exists():
-        with tarfile.open(output) as tar:
-            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == contract.FAILURE_FILE.name), None)
-            extracted = tar.extractfile(member) if member is not None else None
-            if extracted is not None:
-                reason = extracted.read().decode(errors="replace").strip()
-    if reason is None and log_file.exists():
-        errors = _ERROR_LINE.findall(log_file.read_text())
-        reason = errors[-1] if errors else None
-    reason = reason or str(error)
-    return f"Training job failed: {reason}\nFull log: {log_file}"
+    if isinstance(error, TrainingJobFailed):
+        return f"{error}\n  also in: {log_file}"  # the session told it from the same files
+    log_text = log_file.read_text(errors="replace") if log_file.exists() else ""
+    return describe(job_dir.name, job_dir / contract.OUTPUT_ARCHIVE, log_text, log_file, str(error))
 
 
 def _point_latest(output_dir: Path, job_dir: Path) -> None:

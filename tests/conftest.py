@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import sys
@@ -108,4 +109,24 @@ def make_tar_gz(path: Path, files: dict[str, bytes]) -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def gzip_bomb(path: Path, unpacked_bytes: int, members: int = 1) -> Path:
+    """A model.tar.gz whose `members` files of zeros unpack to `unpacked_bytes` in all,
+    written in a second or so: the tar stream is a series of gzip members (which gzip
+    readers join), blocks of zeros compressed once and written again and again."""
+    size = unpacked_bytes // members
+    blocks = [(n, gzip.compress(bytes(n), compresslevel=9)) for n in (64 * 1024**2, 1024**2)]
+    with open(path, "wb") as out:
+        for index in range(members):
+            header = tarfile.TarInfo(f"part-{index}.bin")
+            header.size = size
+            out.write(gzip.compress(header.tobuf(format=tarfile.GNU_FORMAT)))
+            left = size
+            for length, packed in blocks:
+                count, left = divmod(left, length)
+                out.write(packed * count)
+            out.write(gzip.compress(bytes(left + (-size) % tarfile.BLOCKSIZE)))
+        out.write(gzip.compress(bytes(2 * tarfile.BLOCKSIZE)))
     return path

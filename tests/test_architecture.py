@@ -20,8 +20,9 @@ PACKAGE = REPO / "emulator"
 # Each module may import only modules of a lower layer.
 LAYERS = {
     "contract": 0, "errors": 0, "progress": 0,
-    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "loopback_proxy": 1,
-    "engine": 2, "s3": 2, "notebooks": 2,
+    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "run_journal": 1, "archives": 1,
+    "inputs": 1, "kept_artifacts": 1, "loopback_proxy": 1,
+    "engine": 2, "s3": 2, "notebooks": 2, "job_failure": 2,
     "images": 3,
     "containers": 4,
     "jobs": 5, "serving": 5, "local_aws": 5, "cloud_layout": 5,
@@ -29,7 +30,7 @@ LAYERS = {
     "training": 7, "endpoints": 7, "runtime": 7,
     "run": 8,
     "preflight": 8, "preflight.report": 8, "preflight.static_checks": 9, "preflight.image_checks": 9,
-    "preflight.smoke_run": 9, "preflight.runner": 10,
+    "preflight.smoke_run": 9, "preflight.runner": 10, "preflight.notebook": 10,
     "cli": 11, "pytest_plugin": 11,
     "__init__": 12,
 }

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from pathlib import Path
 
 from conftest import make_tar_gz
-from emulator.cloud_layout import cloud_output_archive, intermediate_files, job_prefix, upload_as_the_cloud_does
+from emulator.cloud_layout import (
+    IntermediateUploads,
+    cloud_output_archive,
+    intermediate_files,
+    job_prefix,
+    upload_as_the_cloud_does,
+)
 
 LONG_NAME = ("data/checkpoint/0_Step-2449.ckpt.main_level.agent.filters.pre_network_filter.observation_filters."
              "observation.normalize_observation.srs")  # over tar's 100 characters: kept in a PAX header
@@ -60,3 +67,24 @@ def test_a_cloud_jobs_artifacts_land_under_the_clouds_keys(tmp_path):
     assert sorted(key for _, key in s3.objects) == [
         "job-1/output/intermediate/gifs/e1.gif", "job-1/output/intermediate/worker_0.csv",
         "job-1/output/model.tar.gz", "job-1/output/output.tar.gz"]
+
+
+def _wait_for(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_intermediate_files_are_uploaded_while_the_job_runs_and_again_when_they_change(tmp_path):
+    s3 = RecordingS3()
+    folder = tmp_path / "output" / "intermediate"
+    folder.mkdir(parents=True)
+    key = ("bucket", "job-1/output/intermediate/worker_0.csv")
+    with IntermediateUploads(s3, tmp_path, "s3://bucket/", "job-1", interval=0.05):
+        (folder / "worker_0.csv").write_text("Episode #,Training Reward\n1,10\n")
+        assert _wait_for(lambda: key in s3.objects), "uploaded before the job ended"
+        (folder / "worker_0.csv").write_text("Episode #,Training Reward\n1,10\n2,30\n")
+        assert _wait_for(lambda: s3.objects[key].endswith(b"2,30\n")), "the grown file uploaded again"

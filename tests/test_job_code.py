@@ -102,3 +102,9 @@ def test_an_unknown_failure_has_no_diagnosis():
 
 def test_a_training_shape_error_is_not_taken_for_an_onnx_import_failure():
     assert diagnose("MXNetError: Check failed: Reshape: target shape size is 6, input shape size is 4") is None
+
+
+def test_an_endpoint_missing_coach_is_told_to_deploy_with_an_inference_script():
+    found = diagnose("ModuleNotFoundError: No module named 'rl_coach'")
+    assert found is not None and "serving image (MXNet) does not have" in found.cause
+    assert "entry_point='deploy-mxnet-coach.py'" in found.fix

@@ -52,3 +52,21 @@ def test_a_requirement_that_cannot_be_resolved_fails_fit_naming_it_before_any_co
     with pytest.raises(JobCodeError, match="cannot be resolved: .*smrl-no-such-package-anywhere==1.0"):
         _estimator(source, tmp_path).fit()
     assert job_container_count(docker_engine) == before
+
+
+def test_a_failing_plain_fit_names_the_exception_the_users_line_and_the_kept_log(
+    docker_engine, training_image_ready, tmp_path
+):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "my_env.py").write_text("def step(state):\n    return state + reward\n")
+    (source / "train.py").write_text("import my_env\nmy_env.step(1)\n")
+    before = job_container_count(docker_engine)
+    with pytest.raises(emulator.TrainingJobFailed) as raised:
+        _estimator(source, tmp_path).fit()
+    message = str(raised.value)
+    assert "failed: NameError: name 'reward' is not defined" in message.splitlines()[0]
+    assert "  in your code: my_env.py:2 in step" in message
+    log = Path(message.splitlines()[-1].removeprefix("  full log: "))
+    assert log.parent == tmp_path / "work" / "logs" and "Traceback" in log.read_text()
+    assert job_container_count(docker_engine) == before

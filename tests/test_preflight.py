@@ -59,7 +59,7 @@ def _statuses(checks: dict[str, Check]) -> dict[str, str]:
 
 
 def test_the_example_job_passes_every_check_and_connects_nowhere_else(
-    docker_engine, training_image_ready, inference_image_ready
+    docker_engine, training_image_ready, inference_image_ready, capfd
 ):
     connections: list[tuple] = []
 
@@ -72,8 +72,9 @@ def test_the_example_job_passes_every_check_and_connects_nowhere_else(
     report = run(jobspec.load(PRESETS / "cartpole_job.py"), log=lambda line: None)
 
     assert [c.name for c in report.checks if c.status != PASS] == []
-    assert {"smoke training", "metric reward-training", "metric reward-testing", "checkpoint", "model archive",
-            "endpoint", "cleanup"} <= {c.name for c in report.checks}
+    assert {"smoke training", "step budget", "metric reward-training", "metric reward-testing", "checkpoint",
+            "model archive", "endpoint", "cleanup"} <= {c.name for c in report.checks}
+    assert "uvicorn" not in capfd.readouterr().out, "the serving log stays out of the report (and of --json)"
     assert job_container_count(docker_engine) == before
     assert [a for a in connections if not str(a[0]).startswith(("127.", "::1", "localhost"))] == []
 
@@ -110,6 +111,21 @@ def test_entry_point_that_raises_at_import(docker_engine, training_image_ready, 
     assert checks["entry point imports"].status == FAIL
     assert "RuntimeError: no config file" in checks["entry point imports"].message
     assert checks["smoke run"].status == SKIP
+
+
+def test_a_crashing_smoke_run_is_one_fail_with_the_traceback_and_its_dependents_skip(
+    docker_engine, training_image_ready, tmp_path
+):
+    spec = _job(tmp_path)
+    (spec.source_dir / "train_coach.py").write_text(
+        "def main():\n    raise KeyError('reward_csv')\n\nif __name__ == '__main__':\n    main()\n")
+    checks = _run(spec)
+    failed = checks["smoke training"]
+    assert failed.status == FAIL
+    assert "KeyError: 'reward_csv'" in failed.message and "in your code: train_coach.py:2 in main" in failed.message
+    assert {name: checks[name].status for name in ("metrics", "checkpoint", "endpoint")} == dict.fromkeys(
+        ("metrics", "checkpoint", "endpoint"), SKIP)
+    assert [c for c in checks.values() if c.status == FAIL] == [failed]
 
 
 

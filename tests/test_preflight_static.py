@@ -71,7 +71,8 @@ def _spec(tmp_path: Path, **changes) -> jobspec.JobSpec:
 
 def test_the_example_job_passes_every_static_check(tmp_path):
     checks = static_checks.static_checks(_spec(tmp_path), gpu_available=False)
-    assert [(c.name, c.status) for c in checks if c.status != PASS] == [("endpoint clean-up", SKIP)]
+    assert [(c.name, c.status) for c in checks if c.status != PASS] == [("endpoint clean-up", SKIP),
+                                                                        ("serving code", SKIP)]
 
 
 def test_a_hyperparameter_value_over_sagemakers_limit_fails_with_its_length(tmp_path):
@@ -244,3 +245,39 @@ def test_a_report_with_a_fail_is_not_ok_and_says_what_to_do():
 def test_a_failed_check_prints_its_fix_and_a_passed_one_does_not():
     assert format_check(Check("role", FAIL, "bad", "use an ARN")) == "FAIL  role                   bad\n      fix: use an ARN"
     assert format_check(Check("role", PASS, "ok", "unused", seconds=2.0)) == "PASS  role                   ok  (2.0 s)"
+
+
+TRAINING_SCRIPT = """from sagemaker_rl.coach_launcher import SageMakerCoachPresetLauncher
+
+if __name__ == "__main__":
+    SageMakerCoachPresetLauncher.train_main()
+"""
+
+
+def _deploying(tmp_path: Path, deploy: dict) -> jobspec.JobSpec:
+    spec = _spec(tmp_path, entry_point="train-coach.py")
+    (tmp_path / "code" / "train-coach.py").write_text(TRAINING_SCRIPT)
+    (tmp_path / "code" / "deploy-mxnet-coach.py").write_text("import json\n\ndef model_fn(model_dir):\n"
+                                                              "    from rl_coach import core_types\n")
+    spec.deploy = deploy
+    return spec
+
+
+def test_a_deploy_that_would_serve_the_coach_training_script_fails_with_the_fix(tmp_path):
+    check = static_checks.check_serving_code(_deploying(tmp_path, {"initial_instance_count": 1}))
+    assert check.status == FAIL
+    assert "imports sagemaker_rl.coach_launcher (train-coach.py:1) at module level" in check.message
+    assert "entry_point='deploy-mxnet-coach.py'" in check.fix
+
+
+def test_a_deploy_with_its_own_inference_script_passes_coach_imported_inside_a_function(tmp_path):
+    spec = _deploying(tmp_path, {"entry_point": "deploy-mxnet-coach.py"})
+    assert static_checks.check_serving_code(spec).status == PASS
+
+
+def test_coach_imported_by_a_local_module_of_the_inference_script_is_found(tmp_path):
+    spec = _deploying(tmp_path, {"entry_point": "serve.py"})
+    (tmp_path / "code" / "serve.py").write_text("import helpers\n")
+    (tmp_path / "code" / "helpers.py").write_text("try:\n    import rl_coach.core_types\nexcept ImportError:\n    pass\n")
+    check = static_checks.check_serving_code(spec)
+    assert check.status == FAIL and "rl_coach.core_types (helpers.py:2)" in check.message

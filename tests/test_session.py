@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from emulator import local_session
-from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused
+from emulator.session import PLACEHOLDER_ACCESS_KEY, PLACEHOLDER_SECRET_KEY, AWSCallRefused, job_log_path, kept_log
 
 REAL_KEY = "AKIAREALHOSTKEY00000"
 REAL_SECRET = "real-host-secret-that-must-not-leak"
@@ -477,3 +477,68 @@ def test_folders_with_files_the_host_user_cannot_delete_are_emptied_from_a_conta
     assert not folder.exists()
     assert len(calls) == 2
     assert docker_engine.containers.list(all=True, filters={"ancestor": tiny_image}) == []
+
+
+@pytest.mark.integration
+def test_jobs_sharing_a_file_output_path_keep_each_ones_archives(docker_engine, tiny_image, session, tmp_path):
+    from emulator.kept_artifacts import JobNameReusedError
+
+    output = tmp_path / "shared"
+    estimators = []
+    for index in (1, 2):
+        estimator = _estimator(session, tiny_image)
+        estimator.output_path = output.as_uri()
+        estimator.fit(job_name=f"shared-{index}-{int(time.time())}")
+        estimators.append(estimator)
+    first, second = (Path(e.model_data.removeprefix("file://")) for e in estimators)
+
+    for estimator, model in zip(estimators, (first, second)):
+        assert model == output / estimator.latest_training_job.name / "output" / "model.tar.gz"
+        with tarfile.open(model) as tar:
+            assert tar.extractfile("x").read() == b"trained\n"
+        assert (model.parent / "output.tar.gz").is_file()
+    assert not os.path.samefile(first, second)
+    assert os.path.samefile(output / "model.tar.gz", second), "the SDK's place holds the newest job's model"
+
+    before = _footprint(docker_engine)
+    with pytest.raises(JobNameReusedError, match="already wrote its archives"):
+        estimators[0].fit(job_name=estimators[0].latest_training_job.name)
+    assert _footprint(docker_engine) == before
+    assert os.path.samefile(output / "model.tar.gz", second)
+
+
+def test_a_jobs_streamed_output_is_kept_in_its_log_as_well(tmp_path, capsys):
+    log = job_log_path(tmp_path, "job-1")
+    with kept_log(log):
+        print("Training> Episode=1, Total reward=9.0,")
+    assert "Training> Episode=1" in capsys.readouterr().out
+    assert log.read_text() == "Training> Episode=1, Total reward=9.0,\n"
+    assert log == tmp_path / "logs" / "job-1.log"
+
+
+@pytest.mark.integration
+def test_jobs_starting_together_end_up_with_one_network_of_the_name(docker_engine):
+    import docker
+
+    from emulator.containers import ensure_network
+
+    name = f"smrl-test-race-{os.getpid()}"
+    clients = [docker.from_env() for _ in range(4)]
+    start = threading.Barrier(len(clients))
+
+    def create(client) -> None:
+        start.wait()
+        ensure_network(client, name, internal=True)
+
+    threads = [threading.Thread(target=create, args=(client,)) for client in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([n for n in docker_engine.networks.list(names=[name]) if n.name == name]) == 1
+    finally:
+        for network in docker_engine.networks.list(names=[name]):
+            network.remove()
+        for client in clients:
+            client.close()

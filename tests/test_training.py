@@ -137,13 +137,38 @@ def _public_sdk_job(tmp_path: Path, entry_point: str, source_dir: Path, **hyperp
     )
 
 
+def test_your_own_env_and_preset_train_from_the_cli_with_the_images_launcher(docker_engine, training_image_ready,
+                                                                           tmp_path):
+    """The README's "Your own environment": a preset file's path is enough; its folder (the
+    env module beside it) is the job's code, and the image's launcher runs it."""
+    preset = REPO / "presets" / "your_env" / "preset-corridor.py"
+    done = subprocess.run([str(REPO / ".venv/bin/smrl-local"), "train", "--preset", str(preset), "--steps", "600",
+                           "--output", str(tmp_path), "--no-build"], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [job] = [p for p in tmp_path.iterdir() if p.name.startswith("smrl-corridor-")]
+    with tarfile.open(job / "model.tar.gz") as tar:
+        assert "model.onnx" in {m.name.removeprefix("./") for m in tar.getmembers()}
+    assert "Total reward" in (job / "train.log").read_text()
+    assert not list((tmp_path / ".smrl" / "sources").glob("*")), "the staged copy of the code is removed"
+
+
+def test_the_readme_shows_the_your_env_files_as_they_are():
+    readme = (REPO / "README.md").read_text()
+    for name in ("corridor.py", "preset-corridor.py"):
+        assert (REPO / "presets" / "your_env" / name).read_text() in readme, name
+
+
 def test_a_notebook_style_entry_point_trains_through_the_public_sdk(docker_engine, training_image_ready, tmp_path, capfd):
     before = _container_count(docker_engine)
     estimator = _public_sdk_job(tmp_path, "train_notebook_style.py", FIXTURES / "notebook_style",
-                                RLCOACH_PRESET="preset-tiny-dqn", save_model=1)
+                                RLCOACH_PRESET="preset-tiny-dqn", save_model=1,
+                                **{"rl.agent_params.algorithm.discont": 0.9})
     estimator.fit()
     output = capfd.readouterr().out
     assert "versions: gym 0.12.5 mxnet 1.9.1 onnx 1.15.0" in output
+    assert ("smrl-training warning: hyperparameter rl.agent_params.algorithm.discont changes nothing in preset "
+            "preset-tiny-dqn") in output, "a misspelled override its launcher ignores is named in the log"
     assert "Training>" in output
     model = Path(estimator.model_data.removeprefix("file://"))
     assert "model.onnx" in _members(model)
@@ -198,13 +223,16 @@ def test_training_sends_nothing_off_this_machine_and_no_host_credentials(
 @pytest.mark.parametrize(
     ("preset", "hyperparameters", "expected"),
     [
-        ("preset-does-not-exist", {},
-         ["Preset 'preset-does-not-exist' not found", "Presets there:", "preset-corridor-gym"]),
         ("preset-raises", {}, ["raised ValueError: this preset is broken on purpose", "Fix the preset file"]),
         ("preset-corridor-gym", {"rl.agent_params.algorithm.discont": 0.9},
          ["has no field 'discont'", "Did you mean 'discount'?"]),
+        ("preset-corridor-wrong-shape", {},
+         ["EnvironmentCheckError: WrongShapeCorridor (corridor_wrong_shape): step() returned an observation of "
+          "shape (3,), but observation_space has shape (2,)"]),
+        ("preset-corridor-missing-module", {},
+         ["level 'corridor_gone:Corridor': no module 'corridor_gone' in /opt/ml/code", "corridor_gym"]),
     ],
-    ids=["unknown-preset", "preset-raises", "unknown-field"],
+    ids=["preset-raises", "unknown-field", "env-wrong-shape", "level-module-missing"],
 )
 def test_bad_job_configuration_fails_with_cause_and_fix(
     docker_engine, training_image_ready, tmp_path, preset, hyperparameters, expected
@@ -219,6 +247,25 @@ def test_bad_job_configuration_fails_with_cause_and_fix(
         assert text in str(failure.value)
     assert "train.log" in str(failure.value)
     assert _container_count(docker_engine) == before
+
+
+def test_an_unknown_preset_is_refused_on_the_host_before_any_build_or_container(tmp_path):
+    from emulator.inputs import InputError
+
+    with pytest.raises(InputError) as refused:
+        train("preset-does-not-exist", source_dir=FIXTURES / "envs", entry_point="train.py", output_dir=tmp_path,
+              log=lambda line: None)
+    for text in ["Preset 'preset-does-not-exist' not found", "Presets there:", "preset-corridor-gym"]:
+        assert text in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_steps_that_train_nothing_are_refused_before_an_untrained_model_becomes_latest(tmp_path):
+    from emulator.inputs import InputError
+
+    with pytest.raises(InputError, match="steps -5 is not a training budget"):
+        train(steps=-5, output_dir=tmp_path, log=lambda line: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_gpu_without_a_gpu_runtime_is_refused_before_any_container_starts(docker_engine, tmp_path):

@@ -68,10 +68,17 @@ def check_in_image(client: docker.DockerClient, spec: JobSpec, image: str) -> li
                             "fix RLCOACH_PRESET or the preset file"))
         return checks
     checks.append(Check("preset", PASS, f"{preset} loads"))
+    refused = report.get("refuses_unknown_overrides", True)
     for override in report.get("overrides", []):
-        checks.append(Check(f"override {override['name']}", PASS, override["applied"]) if override["ok"] else
-                      Check(f"override {override['name']}", FAIL, override["error"],
-                            "fix the hyperparameter name (rl.<field.path>[:Type]) or remove it"))
+        if override["ok"]:
+            checks.append(Check(f"override {override['name']}", PASS, override["applied"]))
+        elif refused:  # this image's launcher fails the job
+            checks.append(Check(f"override {override['name']}", FAIL, override["error"],
+                                "fix the hyperparameter name (rl.<field.path>[:Type]) or remove it"))
+        else:  # another launcher sets it where nothing reads it: the job runs without it
+            checks.append(Check(f"override {override['name']}", WARN, override["error"] + " The entry point's "
+                                "launcher accepts it silently and nothing uses it, here as on SageMaker.",
+                                "fix the hyperparameter name (rl.<field.path>[:Type]) or remove it"))
     return checks
 
 

@@ -6,6 +6,7 @@ left (checkpoint, model archive) and the model served by a local endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -18,10 +19,11 @@ from typing import Any
 import docker
 from sagemaker.rl import RLEstimator
 
-from emulator import contract
+from emulator import contract, metrics
 from emulator.containers import count_job_containers
 from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
+from emulator.job_failure import traceback_tail
 from emulator.jobspec import JobSpec
 from emulator.metrics import normalise_line
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Report
@@ -29,6 +31,10 @@ from emulator.progress import Log, quiet
 from emulator.serving import EndpointError
 from emulator.session import local_session
 from emulator.training import TrainingError, failure_message, fit_with_progress, local_estimator
+
+# Coach ends a phase at the end of an episode, so a job may overshoot its budget by one
+# episode (200 steps of CartPole); past twice the budget it did not take the budget at all.
+STEP_BUDGET_SLACK = 2
 
 
 def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps: int, report: Report,
@@ -45,6 +51,12 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
                              "keep a small local copy and pass file:// inputs to check them too"), log)
             inputs = None
         trained, log_text = _smoke_training(spec, local_type, steps, work, inputs, report, log)
+        if not trained:
+            # One cause, one FAIL: what the job would have made cannot be checked.
+            for name in ("metrics", "checkpoint", "endpoint"):
+                report.add(Check(name, SKIP, "not run: the smoke training failed (above)"), log)
+            report.add(check_cleanup(count_job_containers(client) - before), log)
+            return
         definitions = (spec.estimator.get("metric_definitions")
                        or RLEstimator.default_metric_definitions(spec.estimator["toolkit"]))
         for check in check_metrics(definitions, log_text):
@@ -52,11 +64,11 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
         output, model = work / "out" / contract.OUTPUT_ARCHIVE, work / "out" / contract.MODEL_ARCHIVE
         if output.exists():
             report.add(check_checkpoint(output), log)
-        if not trained or not model.exists():
+        if not model.exists():
             report.add(Check("endpoint", SKIP, "not run: no trained model"), log)
         else:
             report.add(check_model_archive(model), log)
-            report.add(check_endpoint(spec, model), log)
+            report.add(check_endpoint(spec, model, work / "endpoint.log"), log)
     report.add(check_cleanup(count_job_containers(client) - before), log)
 
 
@@ -88,16 +100,54 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
                          seconds=time.monotonic() - begun), log)
         trained = True
     except (RuntimeError, TrainingError) as error:
-        reason = failure_message(work / "out", log_file, error)
-        known = diagnose(log_file.read_text() if log_file.exists() else str(error), spec.base_dir)
-        report.add(Check("smoke training", FAIL, reason + (f"\n      cause: {known.cause}" if known else ""),
-                         known.fix if known else "fix the error above (the full log is in the message)",
-                         seconds=time.monotonic() - begun), log)
+        log_text = log_file.read_text() if log_file.exists() else ""
+        report.add(failed_training("smoke training", failure_message(work / "out", log_file, error), log_text,
+                                   spec.base_dir, time.monotonic() - begun), log)
         trained = False
-    return trained, log_file.read_text() if log_file.exists() else ""
+    log_text = log_file.read_text() if log_file.exists() else ""
+    if trained:
+        report.add(check_step_budget(log_text, steps), log)
+    return trained, log_text
 
 
-def check_metrics(definitions: list[dict[str, str]], log_text: str) -> list[Check]:
+def failed_training(name: str, reason: str, log_text: str, base_dir: Path, seconds: float) -> Check:
+    """The FAIL of a training job: the container's reason, the known cause and fix when the
+    log shows one, and the tail of the traceback."""
+    known = diagnose(log_text or reason, base_dir)
+    tail = traceback_tail(log_text)
+    message = reason + (f"\n      cause: {known.cause}" if known else "")
+    if tail and tail.splitlines()[-1] not in reason:
+        message += "\n      log tail:\n        " + tail.replace("\n", "\n        ")
+    return Check(name, FAIL, message, known.fix if known else "fix the error above", seconds=seconds)
+
+
+def check_step_budget(log_text: str, steps: int, name: str = "step budget") -> Check:
+    """Whether the job kept to the shortened budget: Coach's last ``Training>`` line counts
+    the environment steps it took. An entry point that ignores ``rl.improve_steps`` runs in
+    full, and the pre-flight takes as long as the job."""
+    lines = [normalise_line(line) for line in log_text.splitlines()]
+
+    def last_count(phase: str) -> float | None:
+        counts = [metrics.field(line, "Steps") for line in lines if line.startswith(phase)]
+        return max((c for c in counts if c is not None), default=None)
+
+    trained_to = last_count("Training>")
+    if trained_to is None:
+        return Check(name, SKIP, "the log has no Coach training lines to count steps from")
+    # Coach's step counter includes heat-up, which the budget does not.
+    taken = trained_to - (last_count("Heatup>") or 0)
+    if taken > STEP_BUDGET_SLACK * steps:
+        return Check(name, WARN, f"the job took {taken:.0f} environment steps, asked for {steps}: its entry point "
+                     f"ignored {contract.IMPROVE_STEPS_PARAM}, so the smoke run was not shortened",
+                     f"let the entry point pass {contract.IMPROVE_STEPS_PARAM} on to Coach (the sagemaker_rl "
+                     "launcher applies every rl.* hyperparameter) to keep pre-flights short")
+    return Check(name, PASS, f"{taken:.0f} environment steps after heat-up (budget {steps})")
+
+
+def check_metrics(definitions: list[dict[str, str]], log_text: str, *, suffix: str = "",
+                  unmatched: str = FAIL) -> list[Check]:
+    """One check per metric definition against a job's log: the regex compiles and matches.
+    A regex that matches no line has status `unmatched`."""
     lines = [normalise_line(line) for line in log_text.splitlines()]
     checks = []
     for definition in definitions:
@@ -105,18 +155,22 @@ def check_metrics(definitions: list[dict[str, str]], log_text: str) -> list[Chec
         try:
             pattern = re.compile(regex)
         except re.error as error:
-            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} does not compile: {error}", "fix the regex"))
+            checks.append(Check(f"metric {name}{suffix}", FAIL, f"regex {regex!r} does not compile: {error}",
+                                "fix the regex"))
             continue
         hits = [line for line in lines if pattern.search(line)]
         if hits:
             last = pattern.search(hits[-1])
             value = last.group(1) if last and pattern.groups else hits[-1][:60]
-            checks.append(Check(f"metric {name}", PASS, f"matched {len(hits)} log lines (last value {value})"))
+            checks.append(Check(f"metric {name}{suffix}", PASS, f"matched {len(hits)} log lines (last value {value})"))
         else:
             sample = [line for line in lines if line.strip()][-5:]
-            checks.append(Check(f"metric {name}", FAIL, f"regex {regex!r} matched none of {len(lines)} log lines; "
+            checks.append(Check(f"metric {name}{suffix}", unmatched,
+                                f"regex {regex!r} matched none of {len(lines)} log lines; "
                                 "last lines tried:\n        " + "\n        ".join(sample),
-                                "fix the regex against the log above; SageMaker would record no values"))
+                                "fix the regex against the log above; SageMaker would record no values"
+                                + ("" if unmatched == FAIL else " (a job that does not log this metric, such as "
+                                   "an evaluation job's training reward, needs no fix)")))
     return checks
 
 
@@ -165,17 +219,20 @@ def _json_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Any:
     return json.load(data) if data is not None else None
 
 
-def check_endpoint(spec: JobSpec, model_archive: Path) -> Check:
-    """Serves the model as the job deploys it and asks it for one prediction."""
+def check_endpoint(spec: JobSpec, model_archive: Path, log_file: Path) -> Check:
+    """Serves the model as the job deploys it and asks it for one prediction. The serving
+    container's log (which the SDK streams to stdout) goes to `log_file`: the report, and
+    `--json`, stay readable."""
     inference_entry = spec.deploy.get("entry_point") or spec.estimator["entry_point"]
     source_dir = spec.resolve(spec.deploy["source_dir"]) if spec.deploy.get("source_dir") else spec.source_dir
     observation = observation_for(model_archive)
     begun = time.monotonic()
     try:
-        with endpoint(model_archive, entry_point=inference_entry, source_dir=source_dir) as predictor:
+        with open(log_file, "w") as serving_log, contextlib.redirect_stdout(serving_log), \
+                endpoint(model_archive, entry_point=inference_entry, source_dir=source_dir) as predictor:
             answer = predictor.predict(observation if observation is not None else [0.0])
     except (EndpointError, RuntimeError) as error:
-        known = diagnose(str(error))
+        known = diagnose(str(error) + "\n" + log_file.read_text(errors="replace"))
         return Check("endpoint", FAIL, str(error) + (f"\n      cause: {known.cause}" if known else ""),
                      known.fix if known else "fix the inference script (model_fn/input_fn/predict_fn/"
                      "output_fn or transform_fn) or the exported model", seconds=time.monotonic() - begun)

@@ -6,8 +6,10 @@ when it is not a PASS, the fix.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from pathlib import Path
 
 from sagemaker.rl import RLFramework, RLToolkit
 from sagemaker.rl.estimator import TOOLKIT_FRAMEWORK_VERSION_MAP
@@ -27,13 +29,15 @@ SDK_RESERVED_HYPERPARAMETERS = ("sagemaker_program", "sagemaker_submit_directory
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 # A failed one of these makes the job unrunnable: nothing that runs it can tell more.
 BLOCKING = ("toolkit/framework", "entry point", "dependencies")
+# Modules only the training image has; the serving image (MXNet) cannot import them.
+TRAINING_ONLY_MODULES = ("rl_coach", "sagemaker_rl.coach_launcher", "smrl_coach")
 
 
 def static_checks(spec: JobSpec, gpu_available: bool) -> list[Check]:
     """Every check that needs neither Docker nor the images, in report order."""
     return [check_toolkit(spec), check_instance_type(spec, gpu_available), check_code(spec),
             check_dependencies(spec), check_hyperparameters(spec), check_role(spec), check_output_path(spec),
-            check_endpoint_cleanup(spec)]
+            check_endpoint_cleanup(spec), check_serving_code(spec)]
 
 
 def check_toolkit(spec: JobSpec) -> Check:
@@ -152,3 +156,62 @@ def check_output_path(spec: JobSpec) -> Check:
         return Check("output path", PASS, str(output_path))
     return Check("output path", FAIL, f"{output_path!r} is not an s3:// URI: a cloud job can only write to S3",
                  "use output_path='s3://<bucket>/<prefix>' (the pre-flight maps it to a local folder)")
+
+
+def check_serving_code(spec: JobSpec) -> Check:
+    """The script the endpoint imports (deploy()'s entry_point, else the training entry
+    point) must import without Coach: the serving image has MXNet, not Coach."""
+    if not spec.deploy and spec.endpoint_deleted is None:
+        return Check("serving code", SKIP, "the job deploys no endpoint")
+    entry_point = spec.deploy.get("entry_point")
+    source_dir = spec.resolve(spec.deploy["source_dir"]) if spec.deploy.get("source_dir") else spec.source_dir
+    path = ((source_dir / entry_point) if source_dir else spec.resolve(entry_point)) if entry_point \
+        else spec.entry_point_path
+    if path is None or not path.is_file():
+        return Check("serving code", SKIP, f"no inference script to read at {path}")
+    found = training_only_import(path)
+    if found is None:
+        return Check("serving code", PASS, f"{path.name} imports nothing only the training image has")
+    how = "deploy() has no entry_point, so the endpoint imports the training script" if not entry_point else \
+        "deploy()'s entry_point"
+    return Check("serving code", FAIL, f"{how} {path.name}, which imports {found} at module level: the serving "
+                 f"image (MXNet {contract.INFERENCE_VERSION}) has no Coach, so the endpoint fails with "
+                 "ModuleNotFoundError: No module named 'rl_coach'",
+                 "give deploy() an inference script without Coach, as the public example does: "
+                 "estimator.deploy(..., entry_point='deploy-mxnet-coach.py')")
+
+
+def training_only_import(path: Path, _seen: set[Path] | None = None) -> str | None:
+    """`module (file:line)` of the first module-level import in `path`, or in a module of its
+    folder it imports, of a module only the training image has; None when there is none.
+    Imports under ``if __name__ == "__main__":`` and inside functions do not run on import."""
+    seen = _seen if _seen is not None else set()
+    if path in seen:
+        return None
+    seen.add(path)
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return None  # the entry point checks report it
+    for node in _module_level(tree.body):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        for name in names:
+            if any(name == m or name.startswith(m + ".") for m in TRAINING_ONLY_MODULES):
+                return f"{name} ({path.name}:{node.lineno})"
+            local = path.parent / f"{name.split('.')[0]}.py"
+            found = training_only_import(local, seen) if local.is_file() else None
+            if found:
+                return found
+    return None
+
+
+def _module_level(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        elif isinstance(node, ast.If) and "__main__" not in ast.unparse(node.test):
+            found += _module_level(node.body) + _module_level(node.orelse)
+        elif isinstance(node, ast.Try):
+            found += _module_level(node.body)
+    return found

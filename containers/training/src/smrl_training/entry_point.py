@@ -7,6 +7,7 @@ missing file) the reason goes to /opt/ml/output/failure, as on SageMaker (both t
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,20 @@ def _command(env: TrainingEnvironment) -> list[str]:
     return ["/bin/sh", str(script), *env.user_args()]
 
 
+def _warn_unused_overrides(env: TrainingEnvironment, child_env: dict[str, str]) -> subprocess.Popen | None:
+    """Beside an entry point that is not this image's launcher (which refuses them itself),
+    a check that prints a warning for each `rl.*` hyperparameter that changes nothing in the
+    preset; it loads the preset in a process of its own, while the job starts."""
+    preset = env.hyperparameters.get(contract.COACH_PRESET_PARAM)
+    overrides = {k: v for k, v in env.hyperparameters.items() if k.startswith(contract.COACH_OVERRIDE_PREFIX)}
+    script = env.code_dir / (env.program or "")
+    if not preset or not overrides or not script.is_file() or "smrl_coach" in script.read_text(errors="replace"):
+        return None
+    return subprocess.Popen([sys.executable, "-m", contract.JOB_CHECK_MODULE, "--warn-unused", "--code-dir",
+                             str(env.code_dir), "--preset", str(preset), "--hyperparameters", json.dumps(overrides)],
+                            cwd=env.code_dir, env=child_env)
+
+
 def main() -> int:
     try:
         env = TrainingEnvironment.from_files()
@@ -80,10 +95,14 @@ def main() -> int:
     child_env = {**os.environ, **variables}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
     print(f"smrl-training: running {' '.join(command)}", flush=True)
+    checker = _warn_unused_overrides(env, child_env)
     try:
         completed = subprocess.run(command, cwd=env.code_dir, env=child_env)
     except KeyboardInterrupt:
         return 130
+    finally:
+        if checker is not None:
+            checker.wait()
     if completed.returncode == 0:
         write_success()
     elif not contract.FAILURE_FILE.exists():
