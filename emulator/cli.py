@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import sys
-import threading
 import traceback
 from typing import Any, NoReturn
 
@@ -124,6 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from emulator.endpoints import check_gym_env, check_inference_code, checked_model, endpoint, run_episodes
     from emulator.inputs import check_output_folder
+    from emulator.serving import watch
     from emulator.training import newest_model
 
     check_inference_code(args.entry_point, args.source_dir)
@@ -142,7 +142,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.no_wait:
             return 0
         print("serving until Ctrl-C", flush=True)
-        threading.Event().wait()
+        watch(predictor.endpoint_name)  # raises EndpointError (one line, exit 1) once /ping stops answering
     return 0
 
 

@@ -36,8 +36,11 @@ logger = logging.getLogger(__name__)
 
 # Training containers talk to each other here and reach nothing beyond this machine.
 TRAINING_NETWORK = "sagemaker-local"
-# Serving containers publish a port on 127.0.0.1, which needs a normal (not internal) bridge.
-SERVING_NETWORK = "sagemaker-local-serving"
+# Serving containers are internal too: the host reaches them at their address on this
+# bridge (serving.LoopbackEndpoint proxies 127.0.0.1:PORT there), since Docker publishes no
+# port for containers on an internal network. Not the name of earlier versions' routable
+# serving network, so that endpoints of both can run on one engine.
+SERVING_NETWORK = "sagemaker-local-endpoints"
 LOOPBACK = "127.0.0.1"
 BUILD_IMAGES_FIX = "Build the images: `smrl-local build --image all` (or `make images`)."
 
@@ -148,13 +151,14 @@ if not getattr(sagemaker.local.image.custom_extractall_tarfile, "smrl_checked", 
 
 
 class ServingContainer(OwnedContainer):
-    """An endpoint's container: port 8080 published on 127.0.0.1:`port` only, on the serving network."""
+    """An endpoint's container: on the internal serving network, no published port (the
+    endpoint's loopback proxy forwards 127.0.0.1:`port` to its address there)."""
 
     kind = "endpoint"
 
     def __init__(self, *args: Any, port: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.port = port
+        self.port = port  # labelled, so that `ps` and a taken port name the endpoint
 
     def _prepare_serving_volumes(self, model_location):
         # The SDK unpacks only what `tarfile.is_tarfile` accepts and mounts anything else as
@@ -172,7 +176,7 @@ class ServingContainer(OwnedContainer):
 
     def _create_docker_host(self, host, environment, optml_subdirs, command, volumes):
         config = super()._create_docker_host(host, environment, optml_subdirs, command, volumes)
-        config["ports"] = [f"{LOOPBACK}:{self.port}:{contract.SERVING_PORT}"]
+        config.pop("ports", None)  # the SDK publishes 8080 on every interface
         config["networks"] = {SERVING_NETWORK: {"aliases": [host]}}
         return config
 
@@ -273,6 +277,19 @@ def containers_of(client: docker.DockerClient, hosts: list[str]) -> list[Any]:
             if (container.name or "").endswith(host):
                 found.append(container)
     return found
+
+
+def address_on(client: docker.DockerClient, hosts: list[str], network: str) -> str | None:
+    """The IP address of the first of `hosts`' containers on `network`, once it has one.
+
+    Reads the engine's container list only (no inspect of each): a container removed
+    between the two calls would raise NotFound there."""
+    for summary in client.api.containers(all=True, filters={"label": f"com.docker.compose.service={hosts[0]}"}):
+        networks = (summary.get("NetworkSettings") or {}).get("Networks") or {}
+        address = (networks.get(network) or {}).get("IPAddress")
+        if address:
+            return str(address)
+    return None
 
 
 def remove_containers(client: docker.DockerClient, hosts: list[str]) -> list[str]:

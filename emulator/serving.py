@@ -5,14 +5,17 @@ The SDK's local mode publishes the serving port on every interface, sleeps 5 s b
 inspect` on every `predict()`, always binds port 8080, and leaves endpoints running when
 the Python process dies. Here, for endpoints of an `emulator.local_session()`:
 
-* the port is bound to 127.0.0.1 only, 8080 when free, else a free one (and said);
+* the port is bound to 127.0.0.1 only, 8080 when free, else a free one (and said), by
+  a proxy in this process (`loopback_proxy`) that forwards to the container's address on
+  the internal serving network: no Docker port proxy to die under many connections, and
+  no route from the container off the machine (Docker publishes no port for internal
+  networks, and a routable network would let a served model's code reach the internet);
 * the endpoint is ready at the first 200 on /ping (polled every 20 ms);
-* `predict()` reuses one keep-alive HTTP connection per thread to that port;
+* `predict()` reuses one keep-alive HTTP connection per thread to that port, and raises
+  `EndpointError` naming the cause when the endpoint stopped, never a raw socket error;
+* `watch()` (what `smrl-local serve` runs) raises `EndpointError` once /ping stops answering;
 * every endpoint is removed when it is deleted, when the process exits or is killed with
   SIGTERM/SIGHUP, or when the `emulator.endpoint()` block raises.
-
-Serving containers run on their own network (`sagemaker-local-serving`, not internal:
-a published port needs a normal bridge), apart from the internal network of training jobs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 from typing import Any
 
 from sagemaker.local.entities import _LocalEndpoint
+from sagemaker.local.image import _HostingContainer
 from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import get_config_value
 
@@ -36,6 +40,8 @@ from emulator.containers import (
     LOOPBACK,
     SERVING_NETWORK,
     ServingContainer,
+    address_on,
+    containers_of,
     ensure_network,
     port_holder,
     release_network,
@@ -45,6 +51,7 @@ from emulator.engine import require_engine
 from emulator.errors import UserError
 from emulator.images import default_region, ensure_sdk_tags
 from emulator.inputs import check_port
+from emulator.loopback_proxy import LoopbackProxy
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,13 @@ DEFAULT_PORT = contract.SERVING_PORT
 PING_INTERVAL_S = 0.02
 # The SageMaker contract gives a container 4 minutes to become healthy.
 READY_TIMEOUT_S = 240.0
+# The watchdog: /ping every second, 2 s to answer (the SageMaker contract's limit), and
+# three misses in a row (a busy machine may miss one) before the endpoint counts as down.
+WATCH_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 2.0
+WATCH_MISSES = 3
+# A request may take the server's 60 s (SAGEMAKER_MODEL_SERVER_TIMEOUT) and a little more.
+REQUEST_TIMEOUT_S = 70.0
 # Python's stdlib client writes headers and body in separate sends; without NODELAY the
 # second waits for a delayed ACK (about 40 ms on Linux).
 _NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -126,7 +140,14 @@ class LoopbackEndpoint(_LocalEndpoint):
         session = self.local_session
         # The SDK's own setting for the port; unset, 8080 or the next free port.
         self.port = choose_port(get_config_value("local.serving_port", session.config))
-        ensure_network(client, SERVING_NETWORK, internal=False)
+        self.proxy = LoopbackProxy(self.port)
+        self.proxy.health_check = self.exit_reason
+        try:
+            self.proxy.start()
+        except OSError as error:
+            raise EndpointError(f"Port {self.port} on {LOOPBACK} is taken ({error.strerror}). Pick another port, "
+                                "or 0 (or none) to get a free one.") from None
+        ensure_network(client, SERVING_NETWORK, internal=True)
         self.create_time = datetime.datetime.now()
         self.container = ServingContainer(
             self.production_variant["InstanceType"],
@@ -137,8 +158,10 @@ class LoopbackEndpoint(_LocalEndpoint):
         )
         live_endpoints.add(self)
         try:
+            started = time.monotonic()
             self.container.serve(self.primary_container["ModelDataUrl"], self.primary_container["Environment"])
-            self.ready_seconds = wait_until_ready(self.port, self.container, time.monotonic())
+            self.proxy.upstream = (wait_for_address(client, self.container, started), contract.SERVING_PORT)
+            self.ready_seconds = wait_until_ready(self.port, self.container, started)
         except BaseException:
             self.stop()
             raise
@@ -146,9 +169,47 @@ class LoopbackEndpoint(_LocalEndpoint):
         logger.debug("Endpoint %s ready on http://%s:%d after %.2f s", self.name, LOOPBACK, self.port,
                      self.ready_seconds)
 
+    def exit_reason(self) -> str | None:
+        """Why the endpoint's container is gone, once its `docker-compose up` has exited; else None.
+
+        Cheap (no Docker call): the loopback proxy asks it before each new connection."""
+        container = self.container
+        hosting = container.container if container is not None else None
+        process = getattr(hosting, "process", None)
+        if container is None:
+            return "It was deleted."
+        if process is None or process.poll() is None:
+            return None
+        return f"Its container exited (docker-compose exit code {process.returncode})."
+
+    def describe_failure(self) -> str:
+        """The cause of a failed /ping or request, and the fix, for one-line messages."""
+        reason = self.exit_reason()
+        if reason is None and self.container is not None:
+            client = require_engine()
+            try:
+                found = containers_of(client, self.container.hosts)
+            finally:
+                client.close()
+            if not found:
+                reason = "Its container was removed."
+            else:
+                state = found[0].attrs.get("State") or {}
+                status = "paused" if state.get("Paused") else state.get("Status")
+                if status != "running":
+                    memory = ", killed for memory" if state.get("OOMKilled") else ""
+                    reason = f"Its container {found[0].name} is {status} (exit code {state.get('ExitCode')}{memory})."
+                else:
+                    reason = f"Its container {found[0].name} runs but does not answer (busy or stuck?)."
+        return (f"{reason or 'It was deleted.'} See the container's log above, then deploy the model again "
+                "(`smrl-local serve`).")
+
     def stop(self) -> None:
         """Stops and removes the containers, the network when unused, and the temp folders."""
         container = self.container
+        proxy = getattr(self, "proxy", None)
+        if proxy is not None:
+            proxy.close()  # frees the port at once
         if container is None:
             return
         self.container = None
@@ -162,16 +223,66 @@ class LoopbackEndpoint(_LocalEndpoint):
             runtime = getattr(self.local_session, "sagemaker_runtime_client", None)
             if isinstance(runtime, LoopbackRuntimeClient):
                 runtime.close_port(self.port)
-            _wait_for_port_release(self.port)
         finally:
             client.close()
 
 
-def _wait_for_port_release(port: int, timeout: float = 5.0) -> None:
-    """Docker's port proxy exits shortly after its container; the port is ours again after."""
-    deadline = time.monotonic() + timeout
-    while not port_is_free(port) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def wait_for_address(client: Any, container: ServingContainer, started: float,
+                     timeout: float = READY_TIMEOUT_S) -> str:
+    """Polls Docker until the endpoint's container has its address on the serving network."""
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        address = address_on(client, container.hosts, SERVING_NETWORK)
+        if address:
+            return address
+        hosting = container.container
+        if hosting is not None and hosting.process is not None and hosting.process.poll() is not None:
+            raise EndpointError("The serving container exited before it started. Its log is above; check the "
+                                "model archive and the inference script.")
+        time.sleep(PING_INTERVAL_S)
+    raise EndpointError(f"The serving container did not start within {timeout:.0f} s: is the engine overloaded? "
+                        "Check `docker ps -a` and try again.")
+
+
+def ping(port: int, timeout: float = PING_TIMEOUT_S) -> tuple[int, str]:
+    """GET /ping on 127.0.0.1:`port`: (status, body).
+
+    Raises:
+        OSError, http.client.HTTPException: no answer.
+    """
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def watch(endpoint_name: str, interval: float = WATCH_INTERVAL_S, misses: int = WATCH_MISSES) -> None:
+    """Returns only by raising: `EndpointError` once the endpoint stopped answering /ping.
+
+    Raises:
+        EndpointError: the container exited (at once), or /ping failed `misses` times in a row;
+            the message names the cause and the fix.
+    """
+    missed = 0
+    while True:
+        endpoint = endpoint_named(endpoint_name)
+        url = f"http://{LOOPBACK}:{endpoint.port}"
+        if endpoint.exit_reason() is not None:
+            raise EndpointError(f"Endpoint {endpoint_name} on {url} is down. {endpoint.describe_failure()}")
+        try:
+            status, body = ping(endpoint.port)
+            last = f"{status} {body.strip()[:200]}".strip()
+            missed = 0 if status == 200 else missed + 1
+        except (OSError, http.client.HTTPException) as error:
+            last = str(error) or type(error).__name__
+            missed += 1
+        if missed >= misses:
+            raise EndpointError(f"Endpoint {endpoint_name} on {url} stopped answering /ping ({misses} tries, last: "
+                                f"{last}). {endpoint.describe_failure()}")
+        time.sleep(interval)
 
 
 def wait_until_ready(port: int, container: ServingContainer, started: float,
@@ -181,19 +292,15 @@ def wait_until_ready(port: int, container: ServingContainer, started: float,
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
-            connection.request("GET", "/ping")
-            response = connection.getresponse()
-            body = response.read().decode(errors="replace")
-            connection.close()
-            if response.status == 200:
+            status, body = ping(port)
+            if status == 200:
                 return time.monotonic() - started
-            if response.status == 503:
-                # Workers accept connections only after loading the model: a 503 is a load
-                # failure, not "still starting".
+            # Workers accept connections only after loading the model: the server's 503 is a
+            # load failure, not "still starting" (the proxy's own 502 is: nothing listens yet).
+            if status == 503:
                 raise EndpointError(f"The serving container could not load the model: {body.strip()[:1000]}")
-            last = f"{response.status} {body.strip()[:300]}"
-        except OSError as error:
+            last = f"{status} {body.strip()[:300]}"
+        except (OSError, http.client.HTTPException) as error:
             last = str(error)
         hosting = container.container
         if hosting is not None and hosting.process is not None and hosting.process.poll() is not None:
@@ -232,7 +339,7 @@ class LoopbackRuntimeClient:
         connections = self._local.__dict__.setdefault("connections", {})
         connection = connections.get(port)
         if connection is None:
-            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=70)
+            connection = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT_S)
             connection.connect()
             connection.sock.setsockopt(*_NODELAY)
             connections[port] = connection
@@ -256,18 +363,27 @@ class LoopbackRuntimeClient:
         if Accept:
             headers["Accept"] = Accept
         for attempt in (1, 2):
-            connection = self._connection(endpoint.port)
+            connection = None
             try:
+                connection = self._connection(endpoint.port)
                 connection.request("POST", "/invocations", body=body, headers=headers)
                 response = connection.getresponse()
                 data = response.read()
                 break
-            except (ConnectionError, http.client.HTTPException):
-                # A keep-alive connection the server closed: reconnect once.
-                connection.close()
-                self._local.connections.pop(endpoint.port, None)
-                if attempt == 2:
-                    raise
+            except (OSError, http.client.HTTPException) as error:
+                if connection is not None:
+                    connection.close()
+                    self._local.connections.pop(endpoint.port, None)
+                # A keep-alive connection the server closed: reconnect once. Never after a
+                # timeout: the request may be running, and a second one would wait as long.
+                if attempt == 2 or isinstance(error, TimeoutError):
+                    cause = (f"no answer within {REQUEST_TIMEOUT_S:.0f} s" if isinstance(error, TimeoutError)
+                             else str(error) or type(error).__name__)
+                    raise EndpointError(f"Endpoint {EndpointName} on http://{LOOPBACK}:{endpoint.port} did not "
+                                        f"answer ({cause}). {endpoint.describe_failure()}") from error
+        if response.status == 502 and endpoint.exit_reason() is not None:
+            raise EndpointError(f"Endpoint {EndpointName} on http://{LOOPBACK}:{endpoint.port} is down. "
+                                f"{endpoint.describe_failure()}", status=502)
         if response.status >= 400:
             raise EndpointError(f"Endpoint {EndpointName} answered {response.status}: "
                                 f"{data.decode(errors='replace').strip()}", status=response.status)
@@ -322,6 +438,7 @@ class _LiveEndpoints:
         # would wait forever. Hooks registered here run before that join.
         threading._register_atexit(self.stop_all)  # type: ignore[attr-defined]
         atexit.register(self.stop_all)  # endpoints added after the join began
+        threading.excepthook = _quiet_hosting_exit
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -335,6 +452,18 @@ class _LiveEndpoints:
                     raise SystemExit(128 + number)
 
             signal.signal(signum, on_signal)
+
+
+_thread_excepthook = threading.excepthook
+
+
+def _quiet_hosting_exit(args: Any) -> None:
+    """The SDK's serving thread raises a RuntimeError with a traceback when its container
+    exits; `watch()` and `predict()` say that in one line with the cause and the fix."""
+    if isinstance(args.thread, _HostingContainer) and isinstance(args.exc_value, RuntimeError):
+        logger.debug("%s: %s", args.thread.name, args.exc_value)
+        return
+    _thread_excepthook(args)
 
 
 live_endpoints = _LiveEndpoints()

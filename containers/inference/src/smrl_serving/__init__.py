@@ -10,5 +10,7 @@ One job per module:
 * `onnx_compat` - lets MXNet's ONNX importer read MXNet-exported (Coach) ONNX files;
 * `handlers`    - the user's inference module, with defaults for what it leaves out;
 * `app`         - the ASGI application: /ping, /invocations, /execution-parameters;
+* `limits`      - the server's timeouts and connection limit, and why;
+* `protocol`    - uvicorn's HTTP protocol with header and body read deadlines;
 * `server`      - the `serve` launcher (uvicorn, one process per worker).
 """

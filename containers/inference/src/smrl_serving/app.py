@@ -91,20 +91,16 @@ def create_app(environ=os.environ):
                                        "MaxPayloadInMB": contract.MAX_PAYLOAD_BYTES // (1024 * 1024)}).encode()
 
     async def app(scope, receive, send):
-        if scope["type"] != "http":  # lifespan: nothing to do, the model loaded above
-            if scope["type"] == "lifespan":
-                while True:
-                    message = await receive()
-                    await send({"type": message["type"] + ".complete"})
-                    if message["type"] == "lifespan.shutdown":
-                        return
-            return
+        if scope["type"] != "http":
+            return await _lifespan(scope, receive, send)
         path, method = scope["path"], scope["method"]
         if path == "/invocations":
             if method != "POST":
                 return await _respond(send, 405, b"Use POST /invocations.", TEXT, allow=b"POST")
-            status, body, media = await _invocations(service, scope, receive)
-            return await _respond(send, status, body, media)
+            answer = await _invocations(service, scope, receive)
+            if answer is None:
+                return None
+            return await _respond(send, *answer)
         if path == "/ping":
             if method not in ("GET", "HEAD"):
                 return await _respond(send, 405, b"Use GET /ping.", TEXT, allow=b"GET, HEAD")
@@ -118,7 +114,17 @@ def create_app(environ=os.environ):
     return app
 
 
-async def _invocations(service: Service, scope, receive) -> tuple[int, bytes, bytes]:
+async def _lifespan(scope, receive, send) -> None:
+    """Nothing to do at start-up or shutdown: the model loaded with the app."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+
+async def _invocations(service: Service, scope, receive) -> tuple[int, bytes, bytes] | None:
     content_type = accept = None
     length = None
     for name, value in scope["headers"]:
@@ -133,6 +139,8 @@ async def _invocations(service: Service, scope, receive) -> tuple[int, bytes, by
             # Rejected before reading the body; uvicorn discards the rest of it.
             raise PayloadTooLarge(_too_large(length))
         body = await _read_body(receive)
+        if body is None:  # the client left (or was closed for a stalled body): nobody to answer
+            return None
         return service.invoke(body, content_type, accept)
     except InferenceError as error:
         if error.status >= 500:
@@ -143,12 +151,13 @@ async def _invocations(service: Service, scope, receive) -> tuple[int, bytes, by
         return 500, f"{type(error).__name__}: {error}".encode(), TEXT
 
 
-async def _read_body(receive) -> bytes:
+async def _read_body(receive) -> bytes | None:
+    """The request body, or None when the client disconnected before sending all of it."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > contract.MAX_PAYLOAD_BYTES:  # chunked uploads have no Content-Length

@@ -1,6 +1,6 @@
 """`serve`: start the model server the way SageMaker expects.
 
-uvicorn (httptools parser, uvloop event loop) with one process per worker. Each worker
+uvicorn (httptools parser with read deadlines, uvloop event loop) with one process per worker. Each worker
 imports MXNet and loads the model itself, after the process starts: MXNet's engine
 threads do not survive fork, and loading in the worker is what makes /ping mean "ready".
 Measured on 2 cores against gunicorn (sync and gthread workers), see the image's README.
@@ -20,9 +20,7 @@ import os
 import sys
 
 import smrl_contract as contract
-
-# uvicorn's "keep idle connections" time: clients of an endpoint reuse connections.
-KEEP_ALIVE_SECONDS = 60
+from smrl_serving.limits import BACKLOG, CONNECTION_LIMIT, KEEP_ALIVE_S
 
 
 def worker_count(environ=os.environ) -> int:
@@ -80,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         "smrl_serving.app:create_app", factory=True,
         host="0.0.0.0", port=port, workers=workers,
-        http="httptools", loop="uvloop", lifespan="on",
+        http="smrl_serving.protocol:GuardedHttpToolsProtocol", loop="uvloop", lifespan="on",
+        limit_concurrency=CONNECTION_LIMIT, backlog=BACKLOG,
         log_config=log_config(level), log_level=level.lower(), access_log=False,
         server_header=False, date_header=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=contract.GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
