@@ -10,7 +10,6 @@ inside one.
 from __future__ import annotations
 
 import tarfile
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,9 +28,8 @@ from emulator.containers import (
 )
 from emulator.engine import has_nvidia_runtime
 from emulator.images import ensure_sdk_tags
+from emulator.network_holds import NetworkHold
 
-_active_jobs = 0
-_active_jobs_lock = threading.Lock()
 # What an interrupted job's model.tar.gz becomes when it holds anything: no longer a name
 # that `serve`, `latest` or a user takes for a finished model.
 UNFINISHED_MODEL_ARCHIVE = "model.unfinished.tar.gz"
@@ -103,7 +101,7 @@ class JobGuard:
 
     Cleanup runs on success, failure and KeyboardInterrupt alike: the containers and temp
     folders of ``container``, the folders in ``extra_folders``, and the network when no
-    other job of this process uses it. After an interrupt (KeyboardInterrupt, or a signal
+    other job (of any process) uses it. After an interrupt (KeyboardInterrupt, or a signal
     turned into one by ``emulator.signals``), the job's model archive is set aside
     (``set_aside_unfinished_model``; the result in ``unfinished_model``).
     """
@@ -116,6 +114,7 @@ class JobGuard:
         self.container: TrainingContainer | None = None
         self.extra_folders: list[str] = []
         self.unfinished_model: Path | None = None
+        self.network_hold = NetworkHold(TRAINING_NETWORK)
 
     def own_folder(self, folder: str | Path) -> None:
         """A folder of this job (it may not exist yet): removed with the job, and marked as
@@ -124,11 +123,13 @@ class JobGuard:
         self.extra_folders.append(str(folder))
 
     def __enter__(self) -> JobGuard:
-        global _active_jobs
         check_job_can_start(self.client, self.image, self.instance_type, self.region)
-        with _active_jobs_lock:
+        self.network_hold.__enter__()
+        try:
             ensure_network(self.client, TRAINING_NETWORK, internal=True)
-            _active_jobs += 1
+        except BaseException:
+            self.network_hold.__exit__()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
@@ -142,8 +143,10 @@ class JobGuard:
                 remove_tree(folder, self.client, self.image)
                 ownership.release_folder(folder)
         finally:
-            with _active_jobs_lock:
-                _active_jobs -= 1
-                # Another job of this process may be between ensure_network and compose up.
-                if _active_jobs == 0:
+            # Another job, of this process or another, may be between ensure_network and
+            # compose up: only the last one out removes the network (network_holds).
+            try:
+                if self.network_hold.last_out():
                     release_network(self.client, TRAINING_NETWORK)
+            finally:
+                self.network_hold.__exit__()

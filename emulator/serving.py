@@ -52,6 +52,7 @@ from emulator.errors import UserError
 from emulator.images import default_region, ensure_sdk_tags
 from emulator.inputs import check_port
 from emulator.loopback_proxy import LoopbackProxy
+from emulator.network_holds import NetworkHold
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class LoopbackEndpoint(_LocalEndpoint):
         except OSError as error:
             raise EndpointError(f"Port {self.port} on {LOOPBACK} is taken ({error.strerror}). Pick another port, "
                                 "or 0 (or none) to get a free one.") from None
+        self.network_hold: NetworkHold | None = NetworkHold(SERVING_NETWORK).__enter__()
         ensure_network(client, SERVING_NETWORK, internal=True)
         self.create_time = datetime.datetime.now()
         self.container = ServingContainer(
@@ -210,7 +212,10 @@ class LoopbackEndpoint(_LocalEndpoint):
         proxy = getattr(self, "proxy", None)
         if proxy is not None:
             proxy.close()  # frees the port at once
+        hold, self.network_hold = getattr(self, "network_hold", None), None
         if container is None:
+            if hold is not None:
+                hold.__exit__()
             return
         self.container = None
         live_endpoints.discard(self)
@@ -219,7 +224,10 @@ class LoopbackEndpoint(_LocalEndpoint):
             if container.container is not None:
                 container.container.down()  # ends `docker-compose up`
             container.remove(client)
-            release_network(client, SERVING_NETWORK)
+            if hold is not None:  # the last endpoint out, of any process, removes the network
+                if hold.last_out():
+                    release_network(client, SERVING_NETWORK)
+                hold.__exit__()
             runtime = getattr(self.local_session, "sagemaker_runtime_client", None)
             if isinstance(runtime, LoopbackRuntimeClient):
                 runtime.close_port(self.port)

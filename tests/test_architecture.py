@@ -20,8 +20,8 @@ PACKAGE = REPO / "emulator"
 # Each module may import only modules of a lower layer.
 LAYERS = {
     "contract": 0, "errors": 0, "progress": 0, "ownership": 0, "signals": 0,
-    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "run_journal": 1, "archives": 1,
-    "inputs": 1, "kept_artifacts": 1, "loopback_proxy": 1,
+    "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "run_journal": 1, "network_holds": 1,
+    "archives": 1, "inputs": 1, "kept_artifacts": 1, "loopback_proxy": 1,
     "engine": 2, "s3": 2, "notebooks": 2, "job_failure": 2,
     "images": 3,
     "containers": 4,
