@@ -121,10 +121,18 @@ class LoopbackProxy:
             listener.close()
             raise
         self.port = listener.getsockname()[1]
-        self._server = self._loop.run_until_complete(
-            self._loop.create_server(lambda: _Client(self), sock=listener, backlog=BACKLOG))
+        # The loop runs in its own thread from the start: the caller's thread may run a loop
+        # of its own (a Jupyter kernel's), and one thread cannot run two.
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"smrl-proxy-{self.port}", daemon=True)
         self._thread.start()
+        try:
+            self._server = asyncio.run_coroutine_threadsafe(
+                self._loop.create_server(lambda: _Client(self), sock=listener, backlog=BACKLOG), self._loop).result(10)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            listener.close()
+            raise
         return self.port
 
     def close(self) -> None:

@@ -45,7 +45,7 @@ import sagemaker.rl.estimator
 import sagemaker.session
 from sagemaker.local import LocalSession
 
-from emulator import contract, local_aws, resources, run_journal
+from emulator import contract, local_aws, resources, run_journal, serving
 from emulator.images import instance_kind
 from emulator.session import (
     CLOUD_INSTANCE_TYPE_ATTRIBUTE,
@@ -231,7 +231,7 @@ class ConnectionOffThisMachine(ConnectionRefusedError):
 
 
 def _is_this_machine(host: str) -> bool:
-    if host == "localhost":
+    if host == "localhost" or host in serving.endpoint_addresses:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -55,6 +55,9 @@ from emulator.loopback_proxy import LoopbackProxy
 from emulator.network_holds import NetworkHold
 
 logger = logging.getLogger(__name__)
+# The containers' addresses this process's endpoint proxies connect to: on the engine's
+# internal bridge, on this machine (runtime's audit hook lets them through).
+endpoint_addresses: set[str] = set()
 
 DEFAULT_PORT = contract.SERVING_PORT
 PING_INTERVAL_S = 0.02
@@ -162,7 +165,9 @@ class LoopbackEndpoint(_LocalEndpoint):
         try:
             started = time.monotonic()
             self.container.serve(self.primary_container["ModelDataUrl"], self.primary_container["Environment"])
-            self.proxy.upstream = (wait_for_address(client, self.container, started), contract.SERVING_PORT)
+            address = wait_for_address(client, self.container, started)
+            endpoint_addresses.add(address)
+            self.proxy.upstream = (address, contract.SERVING_PORT)
             self.ready_seconds = wait_until_ready(self.port, self.container, started)
         except BaseException:
             self.stop()

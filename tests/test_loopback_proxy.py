@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import http.server
 import socket
@@ -187,3 +188,18 @@ def test_a_request_through_the_proxy_takes_no_delayed_ack(proxy):
         times.append(time.perf_counter() - started)
     connection.close()
     assert sorted(times)[len(times) // 2] < 0.02, times  # 40 ms when a delayed ACK is waited for
+
+
+def test_a_proxy_starts_from_a_thread_that_runs_an_event_loop_of_its_own(upstream):
+    """As in a Jupyter kernel, where deploy() is called while the kernel's loop runs."""
+
+    async def deploy_inside_a_running_loop() -> int:
+        proxy = LoopbackProxy(0)
+        proxy.upstream = upstream
+        proxy.start()
+        try:
+            return _post(proxy.port, b"hello")[0]
+        finally:
+            proxy.close()
+
+    assert asyncio.run(deploy_inside_a_running_loop()) == 200

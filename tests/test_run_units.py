@@ -95,3 +95,14 @@ def test_a_run_refuses_connections_beyond_this_machine_and_logs_them(tmp_path, m
     with pytest.raises(runtime.ConnectionOffThisMachine, match="refused a connection to 52.94.0.1:443"):
         runtime._refuse_connections_off_this_machine("socket.connect", (None, ("52.94.0.1", 443)))
     assert (tmp_path / "refused-connections.log").read_text().count("refused") == 1
+
+
+def test_a_run_lets_its_endpoints_proxies_reach_their_containers_and_nothing_else_on_the_bridge(tmp_path,
+                                                                                                  monkeypatch):
+    from emulator import runtime, serving
+
+    monkeypatch.setenv("SMRL_WORK_DIR", str(tmp_path))
+    monkeypatch.setattr(serving, "endpoint_addresses", {"172.19.0.2"})
+    runtime._refuse_connections_off_this_machine("socket.connect", (None, ("172.19.0.2", 8080)))
+    with pytest.raises(runtime.ConnectionOffThisMachine, match="172.19.0.3:8080"):
+        runtime._refuse_connections_off_this_machine("socket.connect", (None, ("172.19.0.3", 8080)))
