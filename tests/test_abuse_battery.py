@@ -174,7 +174,8 @@ class TestHTTP:
     when the class is done, before the counts)."""
 
     @pytest.fixture(scope="class")
-    def live_endpoint(self, tmp_path_factory, docker_engine, inference_image_ready, training_image_ready):
+    @classmethod
+    def live_endpoint(cls, tmp_path_factory, docker_engine, inference_image_ready, training_image_ready):
         result = train(steps=300, output_dir=tmp_path_factory.mktemp("battery-endpoint"), build=False,
                        log=lambda line: None)
         with emulator.endpoint(result.model_data) as predictor:
