@@ -47,6 +47,7 @@ from emulator.containers import (
     release_network,
     require_image,
 )
+from emulator.diagnosis import diagnose
 from emulator.engine import require_engine
 from emulator.errors import UserError
 from emulator.images import default_region, ensure_sdk_tags
@@ -311,7 +312,9 @@ def wait_until_ready(port: int, container: ServingContainer, started: float,
             # Workers accept connections only after loading the model: the server's 503 is a
             # load failure, not "still starting" (the proxy's own 502 is: nothing listens yet).
             if status == 503:
-                raise EndpointError(f"The serving container could not load the model: {body.strip()[:1000]}")
+                known = diagnose(body)
+                raise EndpointError(f"The serving container could not load the model: {body.strip()[:1000]}"
+                                    + (f" Cause: {known.cause}. Fix: {known.fix}." if known else ""))
             last = f"{status} {body.strip()[:300]}"
         except (OSError, http.client.HTTPException) as error:
             last = str(error)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -138,6 +139,22 @@ def test_a_model_the_server_cannot_load_fails_the_deploy_with_the_reason(
     with pytest.raises(EndpointError, match="could not load the model"):
         with emulator.endpoint(broken):
             pass
+
+
+def test_a_deploy_that_imports_coach_in_the_serving_image_says_to_pass_an_inference_script(
+    inference_image_ready, nothing_left_behind, tmp_path
+):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train-coach.py").write_text("from rl_coach.coach import CoachLauncher\n")
+    model = tmp_path / "model.tar.gz"
+    with tarfile.open(model, "w:gz") as tar:
+        tar.add(REPO / "presets" / "train_coach.py", arcname="placeholder.txt")
+    with pytest.raises(EndpointError) as refused:
+        with emulator.endpoint(model, entry_point="train-coach.py", source_dir=code):
+            pass
+    assert "No module named 'rl_coach'" in str(refused.value)
+    assert "entry_point='deploy-mxnet-coach.py'" in str(refused.value)
 
 
 def test_unchanged_sdk_code_trains_then_deploys(training_image_ready, inference_image_ready, nothing_left_behind, tmp_path):
