@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from emulator import engine, ownership, signals
 from emulator.errors import UserError
-from emulator.inputs import InputError, check_port, check_steps
+from emulator.inputs import InputError, check_port, check_steps, parse_interrupt_plan
 from emulator.preflight import DEFAULT_SMOKE_STEPS
 from emulator.progress import quiet
 from emulator.resources import DEFAULT_PRESET
@@ -80,6 +80,13 @@ def _count(text: str) -> int:
     return number
 
 
+def _interrupt_plan(text: str) -> list[float]:
+    try:
+        return parse_interrupt_plan(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _cmd_engine(args: argparse.Namespace) -> int:
     return engine.ensure()
 
@@ -107,6 +114,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         output_dir=args.output,
         instance_type=args.instance_type,
         build=not args.no_build,
+        interrupt_after=args.interrupt_after,
+        resume=args.resume,
     )
     print()
     print(metrics.format_table(result.metrics))
@@ -115,6 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"model:        {result.model_data}")
     print(f"output:       {result.output_data}")
     print(f"log:          {result.log_file}")
+    print(f"checkpoints:  {result.checkpoints}")
     if result.reward_curve:
         print(f"reward curve: {result.reward_curve}")
     return 0
@@ -277,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--instance-type", default="local", choices=["local", "local_gpu"],
                        help="(default: %(default)s)")
     train.add_argument("--no-build", action="store_true", help="do not build the image first")
+    train.add_argument("--interrupt-after", metavar="SECONDS[,SECONDS...]", type=_interrupt_plan,
+                       help="spot-interruption drill: stop the job that many seconds into each attempt "
+                            "(SIGTERM, SIGKILL 120 s later) and restart it from its checkpoints")
+    train.add_argument("--resume", metavar="JOB|latest",
+                       help="start from the checkpoints of a job under --output: an interrupted one goes on "
+                            "to its end, a finished one trains --steps more")
     train.set_defaults(run=_cmd_train)
 
     serve = commands.add_parser("serve", help="serve a trained model on 127.0.0.1 with the SageMaker endpoint contract")

@@ -76,6 +76,16 @@ class OwnedContainer(_SageMakerContainer):
             yaml.safe_dump(written, f, default_flow_style=False)
         return content
 
+    def _compose(self, detached: bool = False) -> list[str]:
+        # The SDK's _compose extends self.compose_cmd_prefix in place: a second run of one
+        # container object (a job restarted after an interruption) passed "-f FILE up ..."
+        # twice, and compose printed its usage instead of running.
+        prefix = list(self.compose_cmd_prefix)
+        try:
+            return super()._compose(detached)
+        finally:
+            self.compose_cmd_prefix = prefix
+
     def rewrite_compose(self, content: dict) -> dict:
         """What compose runs instead of the SDK's compose file; unchanged here."""
         return content
@@ -102,6 +112,8 @@ class TrainingContainer(OwnedContainer):
         super().__init__(*args, **kwargs)
         self.wheelhouse: Path | None = None  # wheels of the job's requirements.txt
         self.artifacts: str | None = None  # where the SDK put model.tar.gz (path or URI)
+        # (host folder, path in the container) of CheckpointConfig (emulator.checkpoint_sync)
+        self.checkpoint_volume: tuple[Path, str] | None = None
 
     def retrieve_artifacts(self, compose_data, output_data_config, job_name):
         # The SDK runs this in a `finally`: also for a job that was interrupted.
@@ -112,6 +124,8 @@ class TrainingContainer(OwnedContainer):
         volumes = super()._prepare_training_volumes(data_dir, input_data_config, output_data_config, hyperparameters)
         if self.wheelhouse is not None:
             volumes.append(_Volume(str(self.wheelhouse), str(contract.JOB_WHEELHOUSE_DIR)))
+        if self.checkpoint_volume is not None:
+            volumes.append(_Volume(str(self.checkpoint_volume[0]), self.checkpoint_volume[1]))
         return volumes
 
     def rewrite_compose(self, content: dict) -> dict:

@@ -29,6 +29,25 @@ OUTPUT_INTERMEDIATE_DIR = OUTPUT_DIR / "intermediate"
 # Where the Coach launcher saves checkpoints; SageMaker packs output/data into output.tar.gz.
 CHECKPOINT_DIR = OUTPUT_DATA_DIR / "checkpoint"
 CHECKPOINT_ARCHIVE_PREFIX = "data/checkpoint/"
+# What SageMaker restores from CheckpointConfig.S3Uri before the job starts and uploads while
+# it runs (checkpoint_local_path; this is its default). The Coach launcher checkpoints here.
+CHECKPOINT_LOCAL_DIR = BASE_DIR / "checkpoints"
+# An input channel of this name holds checkpoints to start from (e.g. another job's).
+CHECKPOINT_CHANNEL = "checkpoint"
+CHECKPOINT_CHANNEL_DIR = INPUT_DATA_DIR / CHECKPOINT_CHANNEL
+# Replay memories bigger than this many MB (container variable) are not saved in checkpoints.
+CHECKPOINT_MEMORY_LIMIT_ENV = "SMRL_CHECKPOINT_MEMORY_MB"
+# Log lines of the training state (smrl_coach.training_state), read back by the host.
+CHECKPOINT_SAVED_LOG = "Saved checkpoint"
+RESUMED_LOG = "Resumed from checkpoint"
+STOPPED_LOG = "Stopped by SIGTERM"
+# The exit status of a job that SIGTERM stopped after it saved a checkpoint (128 + SIGTERM).
+STOPPED_EXIT_CODE = 143
+# How long SageMaker waits after SIGTERM before it kills a training container.
+STOP_GRACE_SECONDS = 120
+# The training image's entry point writes its PID here: the container's PID 1 (a shell)
+# passes SIGTERM to it.
+ENTRY_POINT_PID_FILE = Path("/tmp/smrl-entry-point.pid")
 # What SageMaker uploads to the job's output path: /opt/ml/model and /opt/ml/output/data, packed.
 MODEL_ARCHIVE = "model.tar.gz"
 OUTPUT_ARCHIVE = "output.tar.gz"

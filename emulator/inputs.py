@@ -112,3 +112,25 @@ def preset_and_folder(preset: str, source_dir: str | os.PathLike | None, default
     if not folder.is_dir():
         raise InputError(f"source dir {folder} is not a folder: pass the folder that holds your preset and env module.")
     return check_preset_name(preset, folder), folder
+
+
+def parse_interrupt_plan(text: str | None, name: str = "--interrupt-after") -> list[float]:
+    """"30" or "30,45" -> [30.0, 45.0] (one interruption per value, seconds into its attempt);
+    None or "" -> [].
+
+    Raises:
+        InputError: a value that is not a positive number of seconds.
+    """
+    plan = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            seconds = float(item)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise InputError(f"{name} {text!r}: each value must be a number of seconds > 0, e.g. 30 or 30,45 "
+                             "(one interruption per value).")
+        plan.append(seconds)
+    return plan

@@ -8,7 +8,11 @@
 * refuses every AWS API call before it leaves the process, naming the operation;
 * answers ``default_bucket()`` locally and opts out of SDK telemetry;
 * runs each training job with the guard rails of ``emulator.jobs``: engine, GPU and
-  image checks first, an internal network during, no containers or temp folders after.
+  image checks first, an internal network during, no containers or temp folders after;
+* honours ``checkpoint_s3_uri`` / ``checkpoint_local_path`` and accepts
+  ``use_spot_instances`` / ``max_wait``, which the SDK refuses in local mode
+  (``emulator.checkpoint_sync``); and runs the spot-interruption drill when asked
+  (``emulator.interruptions``).
 """
 
 from __future__ import annotations
@@ -26,18 +30,20 @@ from urllib.parse import urlparse
 import boto3
 import botocore.session
 import sagemaker.utils
-from sagemaker.estimator import DIR_PARAM_NAME, SCRIPT_PARAM_NAME, Framework
+from sagemaker.estimator import DIR_PARAM_NAME, SCRIPT_PARAM_NAME, Framework, _TrainingJob
 from sagemaker.local import LocalSession
 from sagemaker.local.entities import _LocalTrainingJob
 from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator import contract, resources
+from emulator.checkpoint_sync import CheckpointSync
 from emulator.cloud_layout import IntermediateUploads, upload_as_the_cloud_does
-from emulator.containers import TrainingContainer
+from emulator.containers import TrainingContainer, remove_containers
 from emulator.engine import require_engine
 from emulator.errors import UserError
 from emulator.images import IMAGES, default_region, variant_for
+from emulator.interruptions import Interrupter, Interruption, plan_from_environment
 from emulator.job_failure import TrainingJobFailed, describe
 from emulator.jobcode import copy_job_code, requirements_wheelhouse
 from emulator.jobs import JobGuard, raise_if_a_host_failed
@@ -107,6 +113,27 @@ def _record_code_to_stage(prepare: Callable) -> Callable:
 if not getattr(Framework._prepare_for_training, "smrl_records_code", False):
     Framework._prepare_for_training = _record_code_to_stage(  # type: ignore[method-assign]
         Framework._prepare_for_training)
+
+
+def _checkpoints_in_local_mode(add_args: Callable) -> Callable:
+    """The SDK's spot and checkpoint arguments, for jobs of a ``LocalRLSession`` also in local
+    mode: CheckpointConfig then reaches ``_GuardedLocalClient.create_training_job``."""
+
+    def add_spot_checkpoint_args(cls, local_mode, estimator, train_args):
+        ours = isinstance(estimator.sagemaker_session, LocalRLSession)
+        add_args(local_mode and not ours, estimator, train_args)
+
+    add_spot_checkpoint_args.smrl_checkpoints = True  # type: ignore[attr-defined]
+    return add_spot_checkpoint_args
+
+
+# Patch of the SDK (_TrainingJob._add_spot_checkpoint_args, run by every fit()): local mode
+# refuses use_spot_instances, checkpoint_s3_uri and checkpoint_local_path before any container
+# starts (the open SDK request aws/sagemaker-python-sdk#3099). For our sessions they pass, as
+# in the cloud; other local sessions keep the refusal.
+if not getattr(_TrainingJob._add_spot_checkpoint_args, "smrl_checkpoints", False):
+    _TrainingJob._add_spot_checkpoint_args = classmethod(  # type: ignore[method-assign,assignment]
+        _checkpoints_in_local_mode(_TrainingJob._add_spot_checkpoint_args))
 
 
 @dataclass(frozen=True)
@@ -213,6 +240,57 @@ def _offline_boto_session(region: str) -> boto3.Session:
     )
 
 
+ATTEMPT_LOG = "smrl-local: attempt"
+
+
+def run_attempts(start: Callable[[], None], container: TrainingContainer, client: Any, session: LocalRLSession,
+                 job_name: str, checkpoints: dict | None) -> list[Interruption]:
+    """Runs a job's container until an attempt ends without a planned interruption, as a
+    managed spot job is restarted: each attempt in a new container whose checkpoint folder
+    (``checkpoints``: the request's CheckpointConfig) is restored from its URI, synced
+    while it runs and once more after it stopped. Returns the interruptions."""
+    plan = session.interrupt_after
+    interruptions: list[Interruption] = []
+    attempt = 1
+    while True:
+        sync: Any = contextlib.nullcontext()
+        if checkpoints:
+            local_path = checkpoints.get("LocalPath") or str(contract.CHECKPOINT_LOCAL_DIR)
+            sync = CheckpointSync(checkpoints["S3Uri"], Path(session.work_dir, "checkpoints", job_name,
+                                                               f"attempt-{attempt}"), session.s3_client)
+            restored = sync.restore()
+            container.checkpoint_volume = (sync.folder, local_path)
+            print(f"{ATTEMPT_LOG} {attempt}: {restored.files} checkpoint files ({restored.bytes / 2**20:.2f} MB) "
+                  f"restored from {checkpoints['S3Uri']} into {local_path}", flush=True)
+        elif plan:
+            print(f"{ATTEMPT_LOG} {attempt}: no checkpoint_s3_uri, nothing restored", flush=True)
+        planned = plan[attempt - 1] if attempt <= len(plan) else None
+        interrupter = Interrupter(client, container.hosts, attempt, planned) if planned else None
+        try:
+            with sync, interrupter or contextlib.nullcontext():
+                start()
+            return interruptions
+        except RuntimeError:
+            if interrupter is None or not interrupter.fired:
+                raise
+        interruptions.append(interrupter.record)
+        print(f"smrl-local: {interrupter.record.stop()}; restarting the job in a new container"
+              f"{'' if checkpoints else ' (it sets no checkpoint_s3_uri: nothing to resume from)'}", flush=True)
+        remove_containers(client, container.hosts)
+        attempt += 1
+
+
+def attach_resume_lines(interruptions: list[Interruption], log_file: Path) -> None:
+    """Each interruption's record gets the restarted attempt's "Resumed from checkpoint" line."""
+    if not interruptions or not log_file.is_file():
+        return
+    segments = log_file.read_text(errors="replace").split(f"{ATTEMPT_LOG} ")[1:]
+    for interruption in interruptions:
+        if interruption.attempt < len(segments):
+            lines = [line for line in segments[interruption.attempt].splitlines() if contract.RESUMED_LOG in line]
+            interruption.resumed = contract.RESUMED_LOG + lines[0].split(contract.RESUMED_LOG, 1)[1] if lines else None
+
+
 class _GuardedLocalClient(LocalSagemakerClient):
     """Runs local training jobs inside a ``JobGuard``."""
 
@@ -276,16 +354,16 @@ class _GuardedLocalClient(LocalSagemakerClient):
                 uploads = (IntermediateUploads(session.s3_client, output, requested_output, TrainingJobName)
                            if cloud_layout else contextlib.nullcontext())
                 log_file = job_log_path(session.work_dir, TrainingJobName)
+                checkpoints = kwargs.get("CheckpointConfig")
+                guard.own_folder(Path(session.work_dir, "checkpoints", TrainingJobName))  # synced to its URI
                 try:
                     with uploads, kept_log(log_file):
-                        job.start(
-                            InputDataConfig or [],
-                            OutputDataConfig,
-                            hyperparameters,
-                            Environment or {},
-                            TrainingJobName,
-                        )
+                        session.interruptions[TrainingJobName] = run_attempts(
+                            lambda: job.start(InputDataConfig or [], OutputDataConfig, hyperparameters,
+                                              Environment or {}, TrainingJobName),
+                            container, client, session, TrainingJobName, checkpoints)
                     raise_if_a_host_failed(client, container.hosts)
+                    attach_resume_lines(session.interruptions[TrainingJobName], log_file)
                 except RuntimeError as error:
                     if isinstance(error, UserError):
                         raise
@@ -319,9 +397,12 @@ class LocalRLSession(LocalSession):
     """``LocalSession`` that stays on this machine; build it with ``local_session()``."""
 
     def __init__(self, boto_session: boto3.Session, work_dir: Path, s3_endpoint_url: str | None = None,
-                 default_bucket: str | None = LOCAL_BUCKET):
+                 default_bucket: str | None = LOCAL_BUCKET, interrupt_after: list[float] | None = None):
         self.work_dir = work_dir
         self.code_to_stage: dict[str, CodeToStage] = {}
+        # The spot-interruption drill: seconds into each attempt at which it is stopped.
+        self.interrupt_after = list(interrupt_after or [])
+        self.interruptions: dict[str, list[Interruption]] = {}
         # Where each job's model.tar.gz and output.tar.gz are on this machine, by job name.
         self.artifacts_dirs: dict[str, Path] = {}
         super().__init__(
@@ -357,7 +438,8 @@ class LocalRLSession(LocalSession):
         return f"arn:aws:iam::{contract.PLACEHOLDER_ACCOUNT}:role/{role}"
 
 
-def local_session(region: str | None = None, work_dir: str | Path | None = None) -> LocalRLSession:
+def local_session(region: str | None = None, work_dir: str | Path | None = None,
+                  interrupt_after: list[float] | None = None) -> LocalRLSession:
     """A SageMaker local-mode session for training on this machine, without AWS.
 
     Args:
@@ -366,6 +448,10 @@ def local_session(region: str | None = None, work_dir: str | Path | None = None)
         work_dir: Folder for job files: SDK temp folders under ``containers/`` (deleted
             after each job) and model artifacts of jobs without an ``output_path`` under
             ``output/<job name>/``. Defaults to ``$SMRL_WORK_DIR``, else ``./.smrl``.
+        interrupt_after: The spot-interruption drill for every job of the session: seconds
+            into each attempt at which the job is stopped (SIGTERM, SIGKILL 120 s later)
+            and restarted from its checkpoints. Defaults to ``$SMRL_INTERRUPT_AFTER``
+            ("30" or "30,45"); none.
 
     Returns:
         A ``sagemaker.local.LocalSession`` subclass to pass as ``sagemaker_session``.
@@ -378,4 +464,5 @@ def local_session(region: str | None = None, work_dir: str | Path | None = None)
     work_dir = Path(work_dir or resources.work_dir()).resolve()
     boto_session = _offline_boto_session(region or default_region())
     boto3.DEFAULT_SESSION = _offline_boto_session(region or default_region())
-    return LocalRLSession(boto_session, work_dir)
+    plan = plan_from_environment() if interrupt_after is None else interrupt_after
+    return LocalRLSession(boto_session, work_dir, interrupt_after=plan)

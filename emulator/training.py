@@ -26,7 +26,8 @@ from emulator.containers import ContainerSetupError
 from emulator.engine import EngineError
 from emulator.errors import ModelNotFoundError, UserError
 from emulator.images import build_image, variant_for
-from emulator.inputs import check_output_folder, check_steps, preset_and_folder
+from emulator.inputs import InputError, check_output_folder, check_steps, preset_and_folder
+from emulator.interruptions import Interruption
 from emulator.job_failure import TrainingJobFailed, describe
 from emulator.jobs import UNFINISHED_MODEL_ARCHIVE
 from emulator.progress import Log
@@ -35,6 +36,8 @@ from emulator.session import LocalRLSession, local_session
 DEFAULT_ENTRY_POINT = "train_coach.py"
 DEFAULT_OUTPUT_DIR = Path("output")
 LATEST_LINK = "latest"
+# Each job's checkpoints (its checkpoint_s3_uri, a file:// folder): `--resume` starts from them.
+CHECKPOINTS_SUBDIR = "checkpoints"
 _PROGRESS_EVERY_EPISODES = 10
 
 class TrainingError(TrainingJobFailed):
@@ -55,6 +58,8 @@ class TrainingResult:
     reward_curve: Path | None
     metrics: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
+    checkpoints: Path | None = None
+    interruptions: list[Interruption] = field(default_factory=list)
 
 
 def train(
@@ -68,6 +73,8 @@ def train(
     source_dir: str | Path | None = None,
     entry_point: str = DEFAULT_ENTRY_POINT,
     build: bool = True,
+    interrupt_after: list[float] | None = None,
+    resume: str | None = None,
     log: Log = print,
 ) -> TrainingResult:
     """Trains `preset` in local mode and collects model, output, log and reward curve.
@@ -86,6 +93,14 @@ def train(
             project's presets. Without `entry_point` in it, the image's Coach launcher is
             added to a copy of it (under the work folder's `sources/`, removed after the job).
         build: Build the training image first if it is missing or out of date.
+        interrupt_after: The spot-interruption drill: seconds into each attempt at which the
+            job is stopped as SageMaker stops it (SIGTERM, SIGKILL 120 s later) and started
+            again from its checkpoints, e.g. ``[30, 30]`` for two interruptions.
+        resume: A job under `output_dir` (its name, or "latest") whose checkpoints this job
+            starts from: an interrupted job goes on to its own end, a finished one trains
+            `steps` (or the preset's improve_steps) more.
+
+    Every job checkpoints to ``<output_dir>/<job>/checkpoints/`` (its checkpoint_s3_uri).
 
     Raises:
         InputError: a preset that is a path or not in `source_dir`, steps <= 0, an output
@@ -100,6 +115,7 @@ def train(
     preset, source_dir = preset_and_folder(preset, source_dir, resources.presets_dir())
     check_steps(steps)
     check_output_folder(output_dir)
+    resume_from = checkpoints_of(output_dir, resume) if resume else None
     if build:
         build_image("training", variant_for(instance_type), log=log)
 
@@ -111,7 +127,7 @@ def train(
     if steps is not None:
         params[contract.IMPROVE_STEPS_PARAM] = int(steps)
 
-    session = local_session()
+    session = local_session(interrupt_after=interrupt_after or [])
     if entry_point == DEFAULT_ENTRY_POINT and not (source_dir / entry_point).is_file():
         source_dir = with_the_launcher(source_dir, session.work_dir / "sources" / job_name)
     estimator = local_estimator(
@@ -122,12 +138,17 @@ def train(
         source_dir=str(source_dir),
         hyperparameters=params,
         environment=dict(environment or {}),
+        checkpoint_s3_uri=(job_dir / CHECKPOINTS_SUBDIR).as_uri(),
+        use_spot_instances=bool(interrupt_after),
     )
     log_file = job_dir / "train.log"
     log(f"training {preset} as job {job_name} ({instance_type}); full log: {log_file}")
+    if resume_from:
+        log(f"starting from the checkpoints of {resume_from.parent.name} ({resume_from})")
+    inputs = {contract.CHECKPOINT_CHANNEL: resume_from.as_uri()} if resume_from else None
     started = time.monotonic()
     try:
-        interrupted = fit_with_progress(estimator, job_name, log_file, log)
+        interrupted = fit_with_progress(estimator, job_name, log_file, log, inputs)
     except (EngineError, ContainerSetupError):
         # Refused before any container started: there is nothing of this job to keep.
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -146,6 +167,9 @@ def train(
     found = metrics.parse_metrics(log_text)
     curve = metrics.plot_reward_curve(found, job_dir / "reward_curve.png") if found.get(metrics.TRAINING) else None
     _point_latest(Path(output_dir), job_dir)
+    interruptions = session.interruptions.get(job_name, [])
+    for interruption in interruptions:
+        log(f"  {interruption.describe()}")
     return TrainingResult(
         job_name=job_name,
         output_dir=job_dir,
@@ -155,7 +179,25 @@ def train(
         reward_curve=curve,
         metrics=found,
         seconds=seconds,
+        checkpoints=job_dir / CHECKPOINTS_SUBDIR,
+        interruptions=interruptions,
     )
+
+
+def checkpoints_of(output_dir: str | Path, job: str) -> Path:
+    """The checkpoint folder of `job` (a job name under `output_dir`, or "latest").
+
+    Raises:
+        InputError: no such job, or it kept no checkpoints; the message lists the jobs that did.
+    """
+    folder = Path(output_dir) / job / CHECKPOINTS_SUBDIR
+    if folder.is_dir() and any(folder.glob("*.ckpt*")):
+        return folder.resolve()
+    usable = sorted(p.parent.name for p in Path(output_dir).glob(f"*/{CHECKPOINTS_SUBDIR}")
+                    if any(p.glob("*.ckpt*")) and not p.parent.is_symlink())
+    what = "is no job" if not (Path(output_dir) / job).is_dir() else "kept no checkpoints"
+    raise InputError(f"--resume {job}: {Path(output_dir) / job} {what}. Jobs with checkpoints in {output_dir}: "
+                     f"{', '.join(usable[-5:]) or '(none)'}; pass one of them, or latest.")
 
 
 def with_the_launcher(source_dir: Path, staged: Path) -> Path:
@@ -207,7 +249,8 @@ def interrupted_message(job_dir: Path) -> str:
     """What an interrupted job kept, and where; and that it left no model."""
     kept = [f"{name} ({what})" for name, what in (
         ("train.log", "the job's log"),
-        (contract.OUTPUT_ARCHIVE, "what /opt/ml/output held: checkpoints so far, if any"),
+        (CHECKPOINTS_SUBDIR, "checkpoints so far: `--resume` continues from them"),
+        (contract.OUTPUT_ARCHIVE, "what /opt/ml/output held"),
         (UNFINISHED_MODEL_ARCHIVE, "what /opt/ml/model held: not a finished model"),
     ) if (job_dir / name).exists()]
     return (f"the training job's containers and temp folders are removed. Kept in {job_dir}: "
@@ -265,7 +308,8 @@ class _Progress(io.TextIOBase):
         elif line.startswith("Testing>"):
             self.log(f"  evaluation after episode {int(metrics.field(line, 'Episode') or 0):5d}: "
                      f"reward {metrics.field(line, 'Total reward')}")
-        elif contract.COACH_ERROR_PREFIX in line or "Traceback" in line or line.startswith(("Saved model file", "!!")):
+        elif contract.COACH_ERROR_PREFIX in line or "Traceback" in line or line.startswith(
+                ("Saved model file", "!!", contract.RESUMED_LOG, contract.STOPPED_LOG, "smrl-local: interruption")):
             self.log(f"  {line}")
 
 

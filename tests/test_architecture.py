@@ -21,11 +21,11 @@ PACKAGE = REPO / "emulator"
 LAYERS = {
     "contract": 0, "errors": 0, "progress": 0, "ownership": 0, "signals": 0,
     "resources": 1, "diagnosis": 1, "metrics": 1, "jobspec": 1, "jobcode": 1, "run_journal": 1, "network_holds": 1,
-    "archives": 1, "inputs": 1, "kept_artifacts": 1, "loopback_proxy": 1,
+    "archives": 1, "inputs": 1, "kept_artifacts": 1, "loopback_proxy": 1, "checkpoint_sync": 1,
     "engine": 2, "s3": 2, "notebooks": 2, "job_failure": 2,
     "images": 3,
     "containers": 4,
-    "jobs": 5, "serving": 5, "sweep": 5, "local_aws": 5, "cloud_layout": 5,
+    "jobs": 5, "serving": 5, "sweep": 5, "local_aws": 5, "cloud_layout": 5, "interruptions": 5,
     "session": 6,
     "training": 7, "endpoints": 7, "runtime": 7,
     "run": 8,

@@ -11,6 +11,13 @@ A user entry point is usually three lines::
     if __name__ == "__main__":
         MyLauncher.train_main()
 
+Checkpoints go to /opt/ml/checkpoints (SageMaker's checkpoint_local_path, restored from and
+synced to checkpoint_s3_uri) with the whole training state (smrl_coach.training_state). A
+job starts from the newest checkpoint there (a restart, e.g. after a spot interruption),
+else from one in a `checkpoint` input channel (another job's), else from scratch. SIGTERM
+stops training at the end of the episode with a checkpoint. When the job ends, its last
+checkpoint is also copied to /opt/ml/output/data/checkpoint, into output.tar.gz.
+
 Hyperparameters arrive as `--name value` pairs (the SageMaker training contract):
 `RLCOACH_PRESET` (a .py file next to the entry point that defines `graph_manager`),
 `save_model` (1: export the policy to /opt/ml/model), `seed`, and any number of
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -32,12 +40,14 @@ from rl_coach.coach import CoachLauncher
 from rl_coach.logger import screen
 
 import smrl_contract as contract
-from smrl_coach import model_export, overrides
+from smrl_coach import model_export, overrides, training_state
 from smrl_coach.errors import LauncherError
 from smrl_coach.overrides import Override
 from smrl_training.outcome import write_failure
 
 CHECKPOINT_SAVE_SECS = 60
+# Coach writes the newest checkpoint's name here once all its files are saved.
+COACH_CHECKPOINT_POINTER = ".coach_checkpoint"
 
 
 class PresetError(LauncherError):
@@ -103,8 +113,9 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
         args.experiment_name = os.environ.get("TRAINING_JOB_NAME", "sagemaker-experiment")
         args.experiment_path = str(contract.OUTPUT_INTERMEDIATE_DIR)
         coach_logger.experiment_path = args.experiment_path
-        args.checkpoint_save_dir = str(contract.CHECKPOINT_DIR)
+        args.checkpoint_save_dir = str(contract.CHECKPOINT_LOCAL_DIR)
         args.checkpoint_save_secs = CHECKPOINT_SAVE_SECS
+        args.checkpoint_restore_dir = checkpoint_to_resume_from()
         args.export_onnx_graph = sage_args.save_model == 1 and backend == "mxnet"
         args.no_summary = True
         self.save_model = sage_args.save_model == 1
@@ -138,9 +149,9 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
         network = model_export.policy_network(self.graph_manager)
         written = model_export.export_mxnet(network, contract.MODEL_DIR)
         written.append(model_export.export_reference_predictions(network, contract.MODEL_DIR))
-        onnx_file = model_export.export_onnx(contract.CHECKPOINT_DIR, contract.MODEL_DIR, network.name)
+        onnx_file = model_export.export_onnx(contract.CHECKPOINT_LOCAL_DIR, contract.MODEL_DIR, network.name)
         if onnx_file is None:
-            screen.warning(f"No ONNX export found in {contract.CHECKPOINT_DIR}; model.onnx not written.")
+            screen.warning(f"No ONNX export found in {contract.CHECKPOINT_LOCAL_DIR}; model.onnx not written.")
         else:
             written.insert(0, onnx_file)
         return written
@@ -149,8 +160,12 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
     def train_main(cls) -> None:
         """Entry point: train, then export the model when save_model=1. Exits 1 on a user error."""
         launcher = cls()
+        training_state.install_stop_handler()
         try:
-            launcher.launch()
+            try:
+                launcher.launch()
+            finally:  # also when SIGTERM stopped training: output.tar.gz gets the last checkpoint
+                copy_last_checkpoint(contract.CHECKPOINT_LOCAL_DIR, contract.CHECKPOINT_DIR)
             if launcher.save_model:
                 for path in launcher.save_policy():
                     print(f"Saved model file {path}", flush=True)
@@ -159,6 +174,33 @@ class SageMakerCoachPresetLauncher(CoachLauncher):
             print(message, file=sys.stderr, flush=True)
             write_failure(message)
             sys.exit(1)
+
+
+def holds_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds a Coach checkpoint (ours, with training state, or stock)."""
+    return directory.is_dir() and (training_state.holds_training_state(directory)
+                                   or (directory / COACH_CHECKPOINT_POINTER).is_file())
+
+
+def checkpoint_to_resume_from() -> str | None:
+    """The job's own checkpoints (restored by SageMaker into checkpoint_local_path) first,
+    then a `checkpoint` channel; None: train from scratch."""
+    for directory in (contract.CHECKPOINT_LOCAL_DIR, contract.CHECKPOINT_CHANNEL_DIR):
+        if holds_checkpoint(directory):
+            return str(directory)
+    return None
+
+
+def copy_last_checkpoint(source: Path, target: Path) -> None:
+    """Copies the newest complete checkpoint's files (and Coach's pointer) from `source` to `target`."""
+    pointer = source / COACH_CHECKPOINT_POINTER
+    if not pointer.is_file():
+        return
+    name = pointer.read_text().strip()
+    target.mkdir(parents=True, exist_ok=True)
+    for path in [pointer, *source.glob(f"{name}.*")]:
+        if path.is_file() and not path.name.endswith(".partial"):
+            shutil.copy2(path, target / path.name)
 
 
 def load_preset(directory: Path, name: str) -> Any:

@@ -1,14 +1,16 @@
 """`train`: run the user's entry point the way a SageMaker training container does.
 
-Exit status is the script's; on success /opt/ml/output/success is written, as the
-SageMaker training toolkit does. When the contract itself is broken (no entry point, a
-missing file) the reason goes to /opt/ml/output/failure, as on SageMaker (both through
-`smrl_training.outcome`).
+Exit status is the script's; SIGTERM (how SageMaker stops a job, e.g. a spot interruption)
+is passed on to the script, so that it can save a checkpoint before the SIGKILL. On
+success /opt/ml/output/success is written, as the SageMaker training toolkit does. When
+the contract itself is broken (no entry point, a missing file) the reason goes to
+/opt/ml/output/failure, as on SageMaker (both through `smrl_training.outcome`).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -73,6 +75,7 @@ def _warn_unused_overrides(env: TrainingEnvironment, child_env: dict[str, str]) 
 
 
 def main() -> int:
+    contract.ENTRY_POINT_PID_FILE.write_text(str(os.getpid()))
     try:
         env = TrainingEnvironment.from_files()
         command = _command(env)
@@ -96,18 +99,23 @@ def main() -> int:
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.code_dir), os.environ.get("PYTHONPATH")]))
     print(f"smrl-training: running {' '.join(command)}", flush=True)
     checker = _warn_unused_overrides(env, child_env)
+    script = subprocess.Popen(command, cwd=env.code_dir, env=child_env)
+    signal.signal(signal.SIGTERM, lambda signum, frame: script.send_signal(signum))
     try:
-        completed = subprocess.run(command, cwd=env.code_dir, env=child_env)
+        returncode = script.wait()
     except KeyboardInterrupt:
         return 130
     finally:
         if checker is not None:
             checker.wait()
-    if completed.returncode == 0:
+    if returncode == 0:
         write_success()
+    elif returncode == contract.STOPPED_EXIT_CODE:
+        write_failure(f"The entry point {env.program} was stopped by SIGTERM (exit {returncode}); "
+                      "it saved a checkpoint to resume from.")
     elif not contract.FAILURE_FILE.exists():
-        write_failure(f"The entry point {env.program} exited with status {completed.returncode}; see the log above.")
-    return completed.returncode
+        write_failure(f"The entry point {env.program} exited with status {returncode}; see the log above.")
+    return returncode
 
 
 if __name__ == "__main__":
