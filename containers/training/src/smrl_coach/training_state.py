@@ -487,6 +487,8 @@ def _heatup(gm: Any, count_end: Any) -> None:
     from rl_coach.core_types import EnvironmentEpisodes, RunPhase
     from rl_coach.logger import screen
     with gm.phase_context(RunPhase.HEATUP):
+        if not gm.current_step_counter < count_end:  # stopped right at its end: no reset (it draws)
+            return
         screen.log_title(f"{gm.name}: Starting heatup")
         gm.reset_internal_state(force_environment_reset=True)
         gm.smrl_stage = ("heatup", count_end)
@@ -502,8 +504,10 @@ def _train_and_act(gm: Any, period_end: Any | None, steps: Any) -> None:
     from smrl_coach import fast_coach
     fast_coach.freeze_long_lived_objects()
     with gm.phase_context(RunPhase.TRAIN):
-        gm.reset_internal_state(force_environment_reset=True)
         count_end = period_end if period_end is not None else gm.current_step_counter + steps
+        if not gm.current_step_counter < count_end:  # stopped right at the period's end: no reset (it draws)
+            return
+        gm.reset_internal_state(force_environment_reset=True)
         gm.smrl_stage = ("train", count_end)
         while gm.current_step_counter < count_end:
             gm.act(EnvironmentSteps(1))
