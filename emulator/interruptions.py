@@ -41,6 +41,7 @@ class Interruption:
 
     attempt: int
     after_s: float
+    after_log: str | None = None
     stopped_in_s: float | None = None
     killed: bool = False
     exit_code: int | None = None
@@ -50,7 +51,10 @@ class Interruption:
         """How the attempt stopped."""
         how = (f"killed (SIGKILL) {self.stopped_in_s or 0:.1f} s after SIGTERM" if self.killed
                else f"exited {self.exit_code} {self.stopped_in_s or 0:.1f} s after SIGTERM")
-        return f"interruption {self.attempt}: SIGTERM {self.after_s:g} s into attempt {self.attempt}, {how}"
+        when = f"{self.after_s:g} s into attempt {self.attempt}"
+        if self.after_log:
+            when = f"when attempt {self.attempt} first logged {self.after_log!r}"
+        return f"interruption {self.attempt}: SIGTERM {when}, {how}"
 
     def describe(self) -> str:
         """How the attempt stopped and what the next one restored."""
@@ -58,13 +62,14 @@ class Interruption:
 
 
 class Interrupter:
-    """Sends SIGTERM to the containers of `hosts` `after_s` seconds after they run, and
-    SIGKILL `grace_s` later if they are still running; ``fired`` says whether it did."""
+    """Sends SIGTERM to the containers of `hosts` `after_s` seconds after they run (or, with
+    `after_log`, that long after their log first shows that text), and SIGKILL `grace_s`
+    later if they are still running; ``fired`` says whether it did."""
 
     def __init__(self, client: docker.DockerClient, hosts: list[str], attempt: int, after_s: float,
-                 grace_s: float = contract.STOP_GRACE_SECONDS):
-        self.client, self.hosts, self.grace_s = client, hosts, grace_s
-        self.record = Interruption(attempt=attempt, after_s=after_s)
+                 grace_s: float = contract.STOP_GRACE_SECONDS, after_log: str | None = None):
+        self.client, self.hosts, self.grace_s, self.after_log = client, hosts, grace_s, after_log
+        self.record = Interruption(attempt=attempt, after_s=after_s, after_log=after_log)
         self.fired = False
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"interrupter-{attempt}", daemon=True)
@@ -75,30 +80,36 @@ class Interrupter:
         except docker.errors.NotFound:  # removed between list and inspect: it ended
             return []
 
-    def _run(self) -> None:
+    def _logged(self, text: str) -> bool:
+        return any(text.encode() in container.logs() for container in self._running())
+
+    def _triggered(self) -> bool:
+        """Waits for the moment to stop the attempt; False when the attempt ended first."""
         while not self._running():
             if self._done.wait(_POLL_S):
-                return
-        if self._done.wait(self.record.after_s):
-            return
-        targets = self._running()
-        if not targets:
+                return False
+        while self.after_log and not self._logged(self.after_log):
+            if self._done.wait(_POLL_S * 2):
+                return False
+        return not self._done.wait(self.record.after_s) and bool(self._running())
+
+    def _signal(self, signal: str | None) -> None:
+        for container in self._running():
+            try:
+                container.kill(signal=signal) if signal else container.kill()
+            except docker.errors.APIError:  # it exited meanwhile
+                pass
+
+    def _run(self) -> None:
+        if not self._triggered():
             return
         self.fired = True
         signalled = time.monotonic()
-        for container in targets:
-            try:
-                container.kill(signal="SIGTERM")
-            except docker.errors.APIError:  # it exited meanwhile
-                pass
+        self._signal("SIGTERM")
         while self._running():
             if time.monotonic() - signalled >= self.grace_s:
                 self.record.killed = True
-                for container in self._running():
-                    try:
-                        container.kill()
-                    except docker.errors.APIError:
-                        pass
+                self._signal(None)
                 break
             time.sleep(_POLL_S)
         self.record.stopped_in_s = time.monotonic() - signalled

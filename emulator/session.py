@@ -265,7 +265,11 @@ def run_attempts(start: Callable[[], None], container: TrainingContainer, client
         elif plan:
             print(f"{ATTEMPT_LOG} {attempt}: no checkpoint_s3_uri, nothing restored", flush=True)
         planned = plan[attempt - 1] if attempt <= len(plan) else None
-        interrupter = Interrupter(client, container.hosts, attempt, planned) if planned else None
+        if attempt == 1 and session.interrupt_when_logged:
+            planned = planned or 0.0
+        interrupter = (Interrupter(client, container.hosts, attempt, planned,
+                                   after_log=session.interrupt_when_logged if attempt == 1 else None)
+                       if planned is not None else None)
         try:
             with sync, interrupter or contextlib.nullcontext():
                 start()
@@ -402,6 +406,8 @@ class LocalRLSession(LocalSession):
         self.code_to_stage: dict[str, CodeToStage] = {}
         # The spot-interruption drill: seconds into each attempt at which it is stopped.
         self.interrupt_after = list(interrupt_after or [])
+        # Or once, when the first attempt's log first shows this text (the pre-flight's drill).
+        self.interrupt_when_logged: str | None = None
         self.interruptions: dict[str, list[Interruption]] = {}
         # Where each job's model.tar.gz and output.tar.gz are on this machine, by job name.
         self.artifacts_dirs: dict[str, Path] = {}

@@ -16,6 +16,11 @@ estimator = RLEstimator(
     instance_type="ml.c5.xlarge",
     instance_count=1,
     output_path="s3://my-rl-bucket/cartpole-dqn",
+    # Spot capacity, at up to 90% off: a job taken back resumes from its checkpoints.
+    use_spot_instances=True,
+    max_run=3600,
+    max_wait=7200,
+    checkpoint_s3_uri="s3://my-rl-bucket/cartpole-dqn/checkpoints",
     hyperparameters={
         "RLCOACH_PRESET": "preset-cartpole-dqn",
         "save_model": 1,

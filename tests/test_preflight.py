@@ -18,7 +18,7 @@ import yaml
 
 from conftest import job_container_count
 from emulator import jobspec
-from emulator.preflight.report import FAIL, PASS, SKIP, Check
+from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check
 from emulator.preflight.runner import run
 from emulator.serving import endpoint_addresses
 
@@ -141,6 +141,7 @@ def test_metric_regex_that_never_matches(docker_engine, training_image_ready, in
                {"Name": "episode-length", "Regex": r"^Training>.*Episode length=(\d+)"}]
     checks = _run(_job(tmp_path, metric_definitions=metrics), steps=500)
     assert checks["metric reward-training"].status == PASS
+    assert checks["resume"].status == WARN, "no checkpoint_s3_uri: the drill's restart trained from scratch"
     failed = checks["metric episode-length"]
     assert failed.status == FAIL
     assert "matched none of" in failed.message and "Training>" in failed.message  # the lines it was tried on

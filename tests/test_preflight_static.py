@@ -10,6 +10,7 @@ from sagemaker.rl import RLFramework, RLToolkit
 
 from conftest import make_tar_gz
 from emulator import jobspec
+from emulator.interruptions import Interruption
 from emulator.preflight import smoke_run, static_checks
 from emulator.preflight.report import FAIL, PASS, SKIP, WARN, Check, Report, format_check, format_report
 
@@ -281,3 +282,38 @@ def test_coach_imported_by_a_local_module_of_the_inference_script_is_found(tmp_p
     (tmp_path / "code" / "helpers.py").write_text("try:\n    import rl_coach.core_types\nexcept ImportError:\n    pass\n")
     check = static_checks.check_serving_code(spec)
     assert check.status == FAIL and "rl_coach.core_types (helpers.py:2)" in check.message
+
+
+# -- the resume check of the smoke run's interruption drill (pure: from its records and log) --
+
+def _interrupted(resumed: str | None = None) -> list:
+    return [Interruption(attempt=1, after_s=0, after_log="Training>", stopped_in_s=0.3, exit_code=143,
+                         resumed=resumed)]
+
+
+def test_a_job_that_resumed_its_training_state_after_the_drill_passes():
+    check = smoke_run.check_resume("s3://b/ckpt", _interrupted("Resumed from checkpoint 0_Step-97.ckpt ..."), "")
+    assert check.status == PASS
+    assert "SIGTERM when attempt 1 first logged 'Training>', exited 143" in check.message
+
+
+def test_a_job_without_checkpoint_s3_uri_loses_its_progress_to_a_spot_interruption():
+    check = smoke_run.check_resume(None, _interrupted(), "")
+    assert check.status == WARN
+    assert "sets no checkpoint_s3_uri, so it trained again from scratch" in check.message
+    assert "set checkpoint_s3_uri" in check.fix
+
+
+def test_a_job_that_restores_weights_only_is_a_warning():
+    log = "WARNING: restored only the online network's weights from /opt/ml/checkpoints/0_Step-5.ckpt"
+    check = smoke_run.check_resume("s3://b/ckpt", _interrupted(), log)
+    assert (check.status, "weights only" in check.message) == (WARN, True)
+
+
+def test_a_job_whose_entry_point_ignores_its_checkpoint_folder_is_a_warning_naming_it():
+    check = smoke_run.check_resume("s3://b/ckpt", _interrupted(), "")
+    assert check.status == WARN and "/opt/ml/checkpoints" in check.message
+
+
+def test_a_smoke_run_that_ended_before_its_first_training_episode_is_not_drilled():
+    assert smoke_run.check_resume("s3://b/ckpt", [], "").status == SKIP

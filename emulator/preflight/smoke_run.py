@@ -1,5 +1,7 @@
-"""The job itself, shrunk: a short training run through the SDK's local mode, then what it
-left (checkpoint, model archive) and the model served by a local endpoint.
+"""The job itself, shrunk: a short training run through the SDK's local mode, interrupted
+once as a spot instance is taken back (the drill of ``emulator.interruptions``, at its first
+training episode), then what it left (checkpoint, model archive), whether it resumed, and
+the model served by a local endpoint.
 
 ``smoke_run`` runs them in order; the archive checks are pure functions of the files.
 """
@@ -23,6 +25,7 @@ from emulator import contract, metrics, ownership
 from emulator.containers import count_job_containers
 from emulator.diagnosis import diagnose
 from emulator.endpoints import endpoint
+from emulator.interruptions import Interruption
 from emulator.job_failure import traceback_tail
 from emulator.jobspec import JobSpec
 from emulator.metrics import normalise_line
@@ -35,6 +38,12 @@ from emulator.training import TrainingError, failure_message, fit_with_progress,
 # Coach ends a phase at the end of an episode, so a job may overshoot its budget by one
 # episode (200 steps of CartPole); past twice the budget it did not take the budget at all.
 STEP_BUDGET_SLACK = 2
+# The drill stops the smoke run when its log first shows a training episode: past heat-up,
+# whatever the machine's speed.
+DRILL_AFTER_LOG = "Training>"
+SPOT_FIX = ("set checkpoint_s3_uri (SageMaker restores it into checkpoint_local_path, /opt/ml/checkpoints, "
+            "before the job starts) and have the entry point save and restore there: "
+            "smrl_coach.launcher.SageMakerCoachPresetLauncher does")
 
 
 def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps: int, report: Report,
@@ -50,10 +59,10 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
                              "smoke run goes without them",
                              "keep a small local copy and pass file:// inputs to check them too"), log)
             inputs = None
-        trained, log_text = _smoke_training(spec, local_type, steps, work, inputs, report, log)
+        trained, log_text, interruptions = _smoke_training(spec, local_type, steps, work, inputs, report, log)
         if not trained:
             # One cause, one FAIL: what the job would have made cannot be checked.
-            for name in ("metrics", "checkpoint", "endpoint"):
+            for name in ("metrics", "checkpoint", "resume", "endpoint"):
                 report.add(Check(name, SKIP, "not run: the smoke training failed (above)"), log)
             report.add(check_cleanup(count_job_containers(client) - before), log)
             return
@@ -64,6 +73,7 @@ def smoke_run(client: docker.DockerClient, spec: JobSpec, local_type: str, steps
         output, model = work / "out" / contract.OUTPUT_ARCHIVE, work / "out" / contract.MODEL_ARCHIVE
         if output.exists():
             report.add(check_checkpoint(output), log)
+        report.add(check_resume(spec.estimator.get("checkpoint_s3_uri"), interruptions, log_text), log)
         if not model.exists():
             report.add(Check("endpoint", SKIP, "not run: no trained model"), log)
         else:
@@ -83,19 +93,22 @@ def _smoke_estimator(spec: JobSpec, instance_type: str, work: Path, steps: int) 
         hyperparameters[contract.IMPROVE_STEPS_PARAM] = steps
     hyperparameters[contract.SAVE_MODEL_PARAM] = 1
     kwargs["hyperparameters"] = hyperparameters
-    return local_estimator(instance_type=instance_type, output_dir=work / "out",
-                           session=local_session(work_dir=work / "session"), **kwargs)
+    if kwargs.get("checkpoint_s3_uri"):  # the job's own (on S3): a local folder stands in
+        kwargs["checkpoint_s3_uri"] = (work / "checkpoints").as_uri()
+    session = local_session(work_dir=work / "session", interrupt_after=[])
+    session.interrupt_when_logged = DRILL_AFTER_LOG
+    return local_estimator(instance_type=instance_type, output_dir=work / "out", session=session, **kwargs)
 
 
 def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inputs: Any, report: Report,
-                    log: Log) -> tuple[bool, str]:
-    """Runs the shrunk job; returns whether it succeeded, and its log."""
+                    log: Log) -> tuple[bool, str, list[Interruption]]:
+    """Runs the shrunk job; returns whether it succeeded, its log and its interruptions."""
     estimator = _smoke_estimator(spec, local_type, work, steps)
     log_file = work / "train.log"
     begun = time.monotonic()
+    job_name = "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S")
     try:
-        interrupts = fit_with_progress(estimator, "smrl-preflight-" + time.strftime("%Y%m%d-%H%M%S"), log_file,
-                                       quiet, inputs=inputs)
+        interrupts = fit_with_progress(estimator, job_name, log_file, quiet, inputs=inputs)
         if interrupts:  # fit() swallowed it: the smoke run did not succeed
             raise interrupts.interrupted(f"pre-flight stopped during the smoke run; its log is {log_file}")
         report.add(Check("smoke training", PASS, f"{local_type}, {steps} environment steps: job succeeded",
@@ -109,7 +122,25 @@ def _smoke_training(spec: JobSpec, local_type: str, steps: int, work: Path, inpu
     log_text = log_file.read_text() if log_file.exists() else ""
     if trained:
         report.add(check_step_budget(log_text, steps), log)
-    return trained, log_text
+    return trained, log_text, estimator.sagemaker_session.interruptions.get(job_name, [])
+
+
+def check_resume(checkpoint_uri: str | None, interruptions: list[Interruption], log_text: str) -> Check:
+    """Whether the drill's restarted attempt went on from the interrupted one's checkpoint."""
+    if not interruptions:
+        return Check("resume", SKIP, f"not drilled: the smoke run ended before it logged {DRILL_AFTER_LOG!r}")
+    first = interruptions[0]
+    if first.resumed:
+        return Check("resume", PASS, f"{first.stop()}; {first.resumed}")
+    if not checkpoint_uri:
+        return Check("resume", WARN, f"{first.stop()}; the job sets no checkpoint_s3_uri, so it trained again from "
+                     "scratch: a spot interruption in the cloud loses all its progress the same way", SPOT_FIX)
+    if "restored only the online network's weights" in log_text:
+        return Check("resume", WARN, f"{first.stop()}; the restarted job restored the online network's weights "
+                     "only: its step counter, exploration, optimiser and replay memory started again", SPOT_FIX)
+    return Check("resume", WARN, f"{first.stop()}; the restarted job trained from scratch: its entry point neither "
+                 f"saves checkpoints to nor restores them from checkpoint_local_path ({contract.CHECKPOINT_LOCAL_DIR})",
+                 SPOT_FIX)
 
 
 def failed_training(name: str, reason: str, log_text: str, base_dir: Path, seconds: float) -> Check:
