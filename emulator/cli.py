@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from emulator import engine, ownership, signals
 from emulator.errors import UserError
-from emulator.inputs import InputError, check_port, check_steps, parse_interrupt_plan
+from emulator.inputs import INTERRUPT_AFTER_ENV, InputError, check_port, check_steps, parse_interrupt_plan
 from emulator.preflight import DEFAULT_SMOKE_STEPS
 from emulator.progress import quiet
 from emulator.resources import DEFAULT_PRESET
@@ -184,7 +184,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from emulator.run import parse_param, run
 
     params = dict(parse_param(text) for text in args.param or [])
-    result = run(args.path, params, output_dir=args.output, verbose=args.verbose)
+    drill = {INTERRUPT_AFTER_ENV: ",".join(f"{s:g}" for s in args.interrupt_after)} if args.interrupt_after else {}
+    result = run(args.path, params, output_dir=args.output, verbose=args.verbose, environment=drill)
     print(f"ran {result.path.name} in {result.seconds:.1f} s"
           + (f"; executed notebook: {result.executed_copy}" if result.executed_copy else ""))
     return 0
@@ -317,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", metavar="NAME=VALUE", action="append",
                      help="a variable for the code, e.g. --param steps=1000 (repeatable)")
     run.add_argument("--output", default="output", help="where a notebook's executed copy goes (default: %(default)s)")
+    run.add_argument("--interrupt-after", metavar="SECONDS[,SECONDS...]", type=_interrupt_plan,
+                     help="spot-interruption drill for every training job the script runs (as train's)")
     run.set_defaults(run=_cmd_run)
 
     s3 = commands.add_parser("s3", help="what runs wrote to the local S3 (plain files under the work folder)")

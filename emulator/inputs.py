@@ -15,6 +15,8 @@ from pathlib import Path
 from emulator.errors import UserError
 
 MAX_PORT = 65535
+# The spot-interruption drill for every job of a Python script or notebook ("30" or "30,45").
+INTERRUPT_AFTER_ENV = "SMRL_INTERRUPT_AFTER"
 
 
 class InputError(UserError, ValueError):

@@ -23,9 +23,8 @@ import docker.errors
 
 from emulator import contract
 from emulator.containers import containers_of
-from emulator.inputs import parse_interrupt_plan
+from emulator.inputs import INTERRUPT_AFTER_ENV, parse_interrupt_plan
 
-INTERRUPT_AFTER_ENV = "SMRL_INTERRUPT_AFTER"
 _POLL_S = 0.1
 
 

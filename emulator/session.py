@@ -405,7 +405,7 @@ class LocalRLSession(LocalSession):
         self.work_dir = work_dir
         self.code_to_stage: dict[str, CodeToStage] = {}
         # The spot-interruption drill: seconds into each attempt at which it is stopped.
-        self.interrupt_after = list(interrupt_after or [])
+        self.interrupt_after = plan_from_environment() if interrupt_after is None else list(interrupt_after)
         # Or once, when the first attempt's log first shows this text (the pre-flight's drill).
         self.interrupt_when_logged: str | None = None
         self.interruptions: dict[str, list[Interruption]] = {}
@@ -470,5 +470,4 @@ def local_session(region: str | None = None, work_dir: str | Path | None = None,
     work_dir = Path(work_dir or resources.work_dir()).resolve()
     boto_session = _offline_boto_session(region or default_region())
     boto3.DEFAULT_SESSION = _offline_boto_session(region or default_region())
-    plan = plan_from_environment() if interrupt_after is None else interrupt_after
-    return LocalRLSession(boto_session, work_dir, interrupt_after=plan)
+    return LocalRLSession(boto_session, work_dir, interrupt_after=interrupt_after)

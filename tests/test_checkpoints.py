@@ -6,6 +6,8 @@ checkpoint, the same seed then gives the very episodes of a job never stopped.
 """
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -170,3 +172,35 @@ def test_a_python_jobs_checkpoint_uri_is_restored_synced_and_resumed_after_a_dri
     manifests = sorted(uri.glob("*.smrl.json"))
     assert [m.name.split("_")[0] for m in manifests] == ["0", "1"], "both checkpoints reached checkpoint_s3_uri"
     assert not (tmp_path / "work" / "checkpoints" / "python-drill").exists(), "the mounted copy is removed"
+
+
+SPOT_SCRIPT = """
+import boto3
+from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
+
+s3 = boto3.client("s3")
+s3.create_bucket(Bucket="my-rl-bucket")
+estimator = RLEstimator(entry_point="train_coach.py", source_dir="{presets}", toolkit=RLToolkit.COACH,
+                        toolkit_version="0.11.0", framework=RLFramework.MXNET, role="SageMakerRole",
+                        instance_type="ml.c5.xlarge", instance_count=1, output_path="s3://my-rl-bucket/out",
+                        use_spot_instances=True, max_run=3600, max_wait=7200,
+                        checkpoint_s3_uri="s3://my-rl-bucket/spot/checkpoints",
+                        hyperparameters={{"RLCOACH_PRESET": "preset-cartpole-dqn", "seed": 1,
+                                          "rl.improve_steps:EnvironmentSteps": {steps}}})
+estimator.fit()
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="my-rl-bucket", Prefix="spot/checkpoints/")["Contents"]]
+print("MANIFESTS", sorted(k.rsplit("/", 1)[-1] for k in keys if k.endswith(".smrl.json")))
+"""
+
+
+def test_a_cloud_script_under_run_with_the_drill_keeps_its_checkpoints_in_the_local_s3(
+        docker_engine, training_image_ready, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMRL_WORK_DIR", str(tmp_path / "work"))
+    script = tmp_path / "spot.py"
+    script.write_text(SPOT_SCRIPT.format(presets=Path(__file__).parent.parent / "presets", steps=STEPS))
+    done = subprocess.run([sys.executable, "-m", "emulator.cli", "run", str(script), "--interrupt-after", "5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "smrl-local: interruption 1: SIGTERM 5 s into attempt 1, exited 143" in done.stdout
+    assert f"{contract.RESUMED_LOG} 0_Step-" in done.stdout
+    assert re.search(r"MANIFESTS \['0_Step-\d+\.ckpt\.smrl\.json', '1_Step-\d+\.ckpt\.smrl\.json'\]", done.stdout)
