@@ -309,7 +309,7 @@ class _Progress(io.TextIOBase):
             self.log(f"  evaluation after episode {int(metrics.field(line, 'Episode') or 0):5d}: "
                      f"reward {metrics.field(line, 'Total reward')}")
         elif contract.COACH_ERROR_PREFIX in line or "Traceback" in line or line.startswith(
-                ("Saved model file", "!!", contract.RESUMED_LOG, contract.STOPPED_LOG, "smrl-local: interruption")):
+                ("Saved model file", "!!", contract.STOPPED_LOG)):
             self.log(f"  {line}")
 
 

@@ -245,7 +245,8 @@ def apply(gm: Any, state: dict[str, Any]) -> list[str]:
     updates = [_restore_optimiser(networks[name], saved) for name, saved in state["optimisers"].items()]
     if updates:
         restored.append(f"optimiser state ({max(updates):,} updates)")
-    epsilons = [f"{float(s.current_value):.4f}" for n, s in objects.items() if n.endswith("/epsilon_schedule")]
+    schedules = {id(s): s for n, s in objects.items() if n.endswith("/epsilon_schedule")}  # often one, twice named
+    epsilons = [f"{float(s.current_value):.4f}" for s in schedules.values()]
     restored.append(f"exploration (epsilon {', '.join(epsilons)})" if epsilons else "exploration state")
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
