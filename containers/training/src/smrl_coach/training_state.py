@@ -436,7 +436,9 @@ def restore(gm: Any, directory: str | os.PathLike) -> None:
 
 
 def _restore_checkpoint(gm: Any, directory: Path, manifest: dict[str, Any]) -> None:
+    from rl_coach.logger import screen
     name = manifest["checkpoint"]
+    screen.log_title(f"Loading checkpoint: {directory / name}")  # Coach's own line, which users' tools read
     gm.checkpoint_saver.restore(gm.sess, str(directory / name))
     for level in gm.level_managers:
         level.restore_checkpoint(str(directory))
