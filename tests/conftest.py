@@ -7,6 +7,8 @@ import io
 import os
 import sys
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,16 @@ def rl_examples() -> Path:
     if _in_ci():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Whether `condition` became true within `seconds` (polled every 20 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def make_tar_gz(path: Path, files: dict[str, bytes]) -> Path:

@@ -1,13 +1,13 @@
 """SageMaker's checkpoint contract for local jobs (emulator.checkpoint_sync), the SDK patch that
 lets it through local mode, and the drill's plan: no Docker needed."""
 
-import time
 
 import pytest
 from sagemaker.estimator import _TrainingJob
 from sagemaker.local import LocalSession
 from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
 
+from conftest import wait_for
 from emulator import contract
 from emulator.checkpoint_sync import CheckpointConfigError, CheckpointSync
 from emulator.inputs import InputError, parse_interrupt_plan
@@ -15,15 +15,6 @@ from emulator.interruptions import Interruption
 from emulator.s3 import LocalS3
 from emulator.session import ATTEMPT_LOG, attach_resume_lines, local_session
 from emulator.training import checkpoints_of
-
-
-def _wait_for(condition, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_file_uri_is_restored_into_the_folder_before_the_job(tmp_path):
@@ -42,7 +33,7 @@ def test_files_the_job_writes_are_uploaded_while_it_runs_and_once_more_at_the_en
     sync.restore()
     with sync:
         (folder / "0_Step-5.ckpt.online").write_bytes(b"a")
-        assert _wait_for(lambda: (uri / "0_Step-5.ckpt.online").is_file()), "uploaded while running"
+        assert wait_for(lambda: (uri / "0_Step-5.ckpt.online").is_file()), "uploaded while running"
         (folder / "1_Step-9.ckpt.online.partial").write_bytes(b"half")
         (folder / "1_Step-9.ckpt.smrl.json").write_text("last")
         sync.interval = 60  # what the job writes last goes with the final sync

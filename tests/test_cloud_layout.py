@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import tarfile
-import time
 from pathlib import Path
 
-from conftest import make_tar_gz
+from conftest import make_tar_gz, wait_for
 from emulator.cloud_layout import (
     IntermediateUploads,
     cloud_output_archive,
@@ -69,14 +68,6 @@ def test_a_cloud_jobs_artifacts_land_under_the_clouds_keys(tmp_path):
         "job-1/output/model.tar.gz", "job-1/output/output.tar.gz"]
 
 
-def _wait_for(condition, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
 
 def test_intermediate_files_are_uploaded_while_the_job_runs_and_again_when_they_change(tmp_path):
     s3 = RecordingS3()
@@ -85,6 +76,6 @@ def test_intermediate_files_are_uploaded_while_the_job_runs_and_again_when_they_
     key = ("bucket", "job-1/output/intermediate/worker_0.csv")
     with IntermediateUploads(s3, tmp_path, "s3://bucket/", "job-1", interval=0.05):
         (folder / "worker_0.csv").write_text("Episode #,Training Reward\n1,10\n")
-        assert _wait_for(lambda: key in s3.objects), "uploaded before the job ended"
+        assert wait_for(lambda: key in s3.objects), "uploaded before the job ended"
         (folder / "worker_0.csv").write_text("Episode #,Training Reward\n1,10\n2,30\n")
-        assert _wait_for(lambda: s3.objects[key].endswith(b"2,30\n")), "the grown file uploaded again"
+        assert wait_for(lambda: s3.objects[key].endswith(b"2,30\n")), "the grown file uploaded again"

@@ -59,7 +59,7 @@ STOP_MID_EPISODE_AFTER_S = 10.0
 MEMORIES_KEPT = 2
 DEFAULT_MEMORY_LIMIT_MB = 512
 # Scalars that describe this process, not the training: never restored.
-_NOT_RESTORED = re.compile(r"time|^checkpoint_id$|^task_id$|^_?phase$")
+_NOT_RESTORED = re.compile(r"(^|_)time($|_)|^checkpoint_id$|^task_id$|^_?phase$")
 _CHECKPOINT_NAME = re.compile(r"^(\d+)_Step-(\d+)\.ckpt$")
 
 
@@ -296,15 +296,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def _coach_files(directory: Path, name: str) -> list[Path]:
-    """Coach's files of checkpoint `name`: the savers' (``<name>.<saver path>``) and the filters'."""
+    """Coach's files of checkpoint `name` that a restore reads: the savers' (``<name>.<saver
+    path>``) and the filters'. Not the ONNX exports: launchers move them out (the public
+    sagemaker_rl one moves the last into /opt/ml/model), and no restore reads them."""
     return sorted(p for p in directory.glob(f"{name}.*") if p.is_file()
-                  and not p.name.endswith((STATE_SUFFIX, MEMORY_SUFFIX, MANIFEST_SUFFIX, ".partial")))
+                  and not p.name.endswith((STATE_SUFFIX, MEMORY_SUFFIX, MANIFEST_SUFFIX, ".partial", ".onnx")))
 
 
-def save(gm: Any, checkpoint_name: str) -> None:
+def save(gm: Any, checkpoint_name: str, started: float) -> None:
     """Writes the training state of checkpoint `checkpoint_name` (Coach has written its own
-    files) and its manifest; logs sizes and time. Called by GraphManager.save_checkpoint."""
-    started = time.perf_counter()
+    files) and its manifest; logs sizes and the time since `started` (``time.perf_counter()``
+    when GraphManager.save_checkpoint, which calls this, began)."""
     directory = Path(gm.task_parameters.checkpoint_save_dir)
     stage, stage_end = getattr(gm, "smrl_stage", ("unknown", None))
     improve_end = getattr(gm, "smrl_improve_end", None)
