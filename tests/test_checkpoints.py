@@ -4,6 +4,7 @@ The drill stops a job the way SageMaker stops a spot instance (SIGTERM, SIGKILL 
 grace period) and restarts it from its checkpoint folder; with the replay memory in the
 checkpoint, the same seed then gives the very episodes of a job never stopped.
 """
+import json
 import re
 import shutil
 import subprocess
@@ -204,3 +205,29 @@ def test_a_cloud_script_under_run_with_the_drill_keeps_its_checkpoints_in_the_lo
     assert "smrl-local: interruption 1: SIGTERM 5 s into attempt 1, exited 143" in done.stdout
     assert f"{contract.RESUMED_LOG} 0_Step-" in done.stdout
     assert re.search(r"MANIFESTS \['0_Step-\d+\.ckpt\.smrl\.json', '1_Step-\d+\.ckpt\.smrl\.json'\]", done.stdout)
+
+
+def test_a_resumed_process_continues_with_identical_weights_optimiser_rngs_and_observations(
+        docker_engine, training_image_ready, tmp_path):
+    """Beyond the log lines: after every training step from the stop to the end, the
+    resumed process's weights, Adam moments and counts, numpy RNG, observation, epsilon and
+    replay memory size are bit for bit those of the process that never stopped."""
+    checkpoints, out = tmp_path / "checkpoints", tmp_path / "out"
+    checkpoints.mkdir()
+    out.mkdir()
+    for mode in ("first", "resume"):
+        if mode == "resume":  # keep what a SIGTERM at STOP leaves: the first checkpoint only
+            for later in [p for p in checkpoints.iterdir() if not p.name.startswith(("0_", "."))]:
+                later.unlink()
+        docker_engine.containers.run(
+            training_image_ready, ["python3", "/check/check_resume_exact.py", mode, "1200", f"/out/{mode}.json"],
+            entrypoint=[], working_dir="/opt/ml/code", network_mode="none", remove=True,
+            volumes={str(FIXTURES): {"bind": "/check", "mode": "ro"},
+                     str(Path(__file__).parent.parent / "presets"): {"bind": "/opt/ml/code", "mode": "ro"},
+                     str(checkpoints): {"bind": str(contract.CHECKPOINT_LOCAL_DIR), "mode": "rw"},
+                     str(out): {"bind": "/out", "mode": "rw"}})
+    first = json.loads((out / "first.json").read_text())
+    after_stop = first[first.index("STOP") + 1:]
+    resumed = json.loads((out / "resume.json").read_text())
+    assert len(after_stop) > 1000
+    assert resumed == after_stop
