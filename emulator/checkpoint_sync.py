@@ -23,6 +23,8 @@ from emulator.errors import UserError
 # The cloud uploads checkpoint files as they appear; a stopped job's last files are
 # uploaded by the final sync after the container has exited.
 SYNC_INTERVAL_S = 2.0
+# Beside a job's attempt folders: its URI, for ``rescue`` after its process was killed.
+TARGET_FILE = "checkpoint_s3_uri"
 
 
 class CheckpointConfigError(UserError, ValueError):
@@ -137,3 +139,28 @@ class CheckpointSync:
         if self._thread is not None:
             self._thread.join()
         self.upload_changed()
+
+
+def remember_target(job_folder: Path, uri: str) -> None:
+    """Notes `uri` in the folder of a job's attempts, for ``rescue``."""
+    job_folder.mkdir(parents=True, exist_ok=True)
+    (job_folder / TARGET_FILE).write_text(uri)
+
+
+def rescue(job_folder: Path) -> str | None:
+    """Sends what the newest attempt of a job whose process was killed wrote after its last
+    sync (the container trained on) to the job's file:// URI, before a sweep deletes the
+    folder. An s3:// URI's server ended with that process: nothing sent, and the line says so.
+
+    Returns:
+        One line for the user, or None when there was nothing to send.
+    """
+    target = job_folder / TARGET_FILE
+    attempts = sorted((p for p in job_folder.glob("attempt-*") if p.is_dir()), key=lambda p: int(p.name[8:] or 0))
+    if not target.is_file() or not attempts:
+        return None
+    uri = target.read_text().strip()
+    if _file_folder(uri) is None:
+        return f"not sent to {uri}: the checkpoints a killed job wrote after its last sync (its S3 server is gone)"
+    sent = CheckpointSync(uri, attempts[-1]).upload_changed()
+    return f"sent {sent} checkpoint files a killed job wrote after its last sync to {uri}" if sent else None

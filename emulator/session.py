@@ -37,7 +37,7 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator import contract, resources
-from emulator.checkpoint_sync import CheckpointSync
+from emulator.checkpoint_sync import CheckpointSync, remember_target
 from emulator.cloud_layout import IntermediateUploads, upload_as_the_cloud_does
 from emulator.containers import TrainingContainer, remove_containers
 from emulator.engine import require_engine
@@ -252,6 +252,8 @@ def run_attempts(start: Callable[[], None], container: TrainingContainer, client
     plan = session.interrupt_after
     interruptions: list[Interruption] = []
     attempt = 1
+    if checkpoints:
+        remember_target(Path(session.work_dir, "checkpoints", job_name), checkpoints["S3Uri"])
     while True:
         sync: Any = contextlib.nullcontext()
         if checkpoints:

@@ -21,6 +21,7 @@ import docker
 import docker.errors
 
 from emulator import ownership
+from emulator.checkpoint_sync import rescue
 from emulator.containers import owned_containers, remove_tree
 from emulator.images import IMAGES, VARIANTS
 from emulator.ownership import DEAD, KIND_LABEL, PORT_LABEL, Leftover, Owner, Server
@@ -28,7 +29,8 @@ from emulator.progress import Log
 
 logger = logging.getLogger(__name__)
 # Where, under the work folder, the emulator keeps folders of one job or endpoint.
-FOLDER_ROOTS = ("containers", "code", "endpoints")
+CHECKPOINTS_ROOT = "checkpoints"  # a job's checkpoint folders (emulator.checkpoint_sync)
+FOLDER_ROOTS = ("containers", "code", "endpoints", CHECKPOINTS_ROOT)
 
 
 def folder_roots(work_dir: Path) -> list[Path]:
@@ -49,8 +51,8 @@ def sweep(client: docker.DockerClient, work_dir: Path, log: Log = print) -> list
     Returns:
         What was removed.
     """
-    removed = [*_sweep_containers(client), *_sweep_folders(client, folder_roots(work_dir)), *_sweep_servers(work_dir),
-               *_sweep_networks(client)]
+    removed = [*_sweep_containers(client), *_sweep_folders(client, folder_roots(work_dir), log),
+               *_sweep_servers(work_dir), *_sweep_networks(client)]
     for line in ownership.summary(removed):
         log(line)
     return removed
@@ -69,11 +71,15 @@ def _sweep_containers(client: docker.DockerClient) -> list[Leftover]:
     return removed
 
 
-def _sweep_folders(client: docker.DockerClient | None, roots: list[Path]) -> list[Leftover]:
+def _sweep_folders(client: docker.DockerClient | None, roots: list[Path], log: Log = print) -> list[Leftover]:
     removed = []
     for folder, owner in ownership.owned_folders(roots):
         thing = Leftover("temp folder", str(folder), owner)
         if ownership.abandoned([thing]):
+            if folder.parent.name == CHECKPOINTS_ROOT:  # nothing lost: what was not synced yet goes first
+                rescued = rescue(folder)
+                if rescued:
+                    log(rescued)
             _remove_folder(client, folder)
             removed.append(thing)
     return removed

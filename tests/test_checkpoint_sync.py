@@ -9,7 +9,7 @@ from sagemaker.rl import RLEstimator, RLFramework, RLToolkit
 
 from conftest import wait_for
 from emulator import contract
-from emulator.checkpoint_sync import CheckpointConfigError, CheckpointSync
+from emulator.checkpoint_sync import CheckpointConfigError, CheckpointSync, remember_target, rescue
 from emulator.inputs import InputError, parse_interrupt_plan
 from emulator.interruptions import Interruption
 from emulator.s3 import LocalS3
@@ -131,3 +131,21 @@ def test_resume_names_the_jobs_that_kept_checkpoints(tmp_path):
         checkpoints_of(tmp_path, "job-b")
     with pytest.raises(InputError, match="is no job"):
         checkpoints_of(tmp_path, "job-c")
+
+
+def test_a_killed_jobs_last_checkpoints_are_sent_to_its_file_uri_before_the_sweep_deletes_them(tmp_path):
+    job, uri = tmp_path / "work" / "checkpoints" / "job-1", tmp_path / "uri"
+    remember_target(job, uri.as_uri())
+    (job / "attempt-1").mkdir()
+    (job / "attempt-2").mkdir()
+    (job / "attempt-1" / "0_Step-5.ckpt.smrl.json").write_text("old")
+    (job / "attempt-2" / "1_Step-9.ckpt.smrl.json").write_text("written after the last sync")
+    assert rescue(job) == f"sent 1 checkpoint files a killed job wrote after its last sync to {uri.as_uri()}"
+    assert (uri / "1_Step-9.ckpt.smrl.json").read_text() == "written after the last sync"
+
+
+def test_a_killed_jobs_s3_checkpoints_cannot_be_sent_and_the_line_says_so(tmp_path):
+    remember_target(tmp_path / "job-1", "s3://bucket/ckpt")
+    (tmp_path / "job-1" / "attempt-1").mkdir()
+    assert "not sent to s3://bucket/ckpt" in rescue(tmp_path / "job-1")
+    assert rescue(tmp_path / "no-such-job") is None

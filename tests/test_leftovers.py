@@ -123,7 +123,7 @@ def test_a_killed_train_leaves_its_container_and_folders_and_the_next_command_sw
 
     # The next command that starts containers sweeps first, and says what it removed.
     following = _smrl(["preflight", str(REPO / "presets" / "cartpole_job.py"), "--static-only"], work)
-    assert re.search(rf"removed 1 container, 3 temp folders(, 1 network)? left by smrl-local train pid {train.pid} "
+    assert re.search(rf"removed 1 container, 4 temp folders(, 1 network)? left by smrl-local train pid {train.pid} "
                      r"\(dead\)", following.stderr), following.stderr
     _assert_nothing_left(docker_engine, train.pid, work)
 
