@@ -98,8 +98,7 @@ def _plot(plain, drilled, path: Path) -> None:
     for episode in re.findall(r"Resumed from checkpoint \S+ in \S+ at env step [\d,]+, episode ([\d,]+)", text):
         x = int(episode.replace(",", "")) - _first_episode(plain.log_file)
         axes.axvline(x, color="grey", linestyle=":")
-        axes.annotate(" SIGTERM, restart, resume", (x, 120), rotation=90, fontsize=8, color="dimgrey",
-                      backgroundcolor="white")
+        axes.text(x + 0.8, 100, "SIGTERM, restart, resume", rotation=90, fontsize=8, color="dimgrey", va="center")
     axes.set_xlabel("training episode")
     axes.set_ylabel("total reward")
     axes.set_title(f"CartPole DQN, {STEPS:,} steps, seed 1: {plain.seconds:.1f} s straight, "

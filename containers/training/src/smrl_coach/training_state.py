@@ -344,7 +344,7 @@ def save(gm: Any, checkpoint_name: str, started: float) -> None:
     manifest["save_seconds"] = round(seconds, 4)
     _write_atomically(directory / (checkpoint_name + MANIFEST_SUFFIX), json.dumps(manifest, indent=1).encode())
     _prune_memories(directory)
-    size = sum(p.stat().st_size for p in files)
+    size = sum(p.stat().st_size for p in directory.glob(f"{checkpoint_name}.*") if not p.name.endswith(".partial"))
     memory_text = (f"replay memory {memory_note['transitions']:,} transitions {memory_note['bytes'] / 2**20:.2f} MB"
                    if memory_note.get("saved") else
                    f"replay memory NOT saved ({memory_note.get('transitions', 0):,} transitions, "
