@@ -25,6 +25,8 @@ from emulator.errors import UserError
 SYNC_INTERVAL_S = 2.0
 # Beside a job's attempt folders: its URI, for ``rescue`` after its process was killed.
 TARGET_FILE = "checkpoint_s3_uri"
+# Under the work folder: one folder per job, holding one mounted folder per attempt.
+CHECKPOINTS_ROOT = "checkpoints"
 
 
 class CheckpointConfigError(UserError, ValueError):
@@ -139,6 +141,11 @@ class CheckpointSync:
         if self._thread is not None:
             self._thread.join()
         self.upload_changed()
+
+
+def job_folder(work_dir: Path, job_name: str) -> Path:
+    """The folder of a job's attempt folders (owned by the job, swept when its owner died)."""
+    return Path(work_dir, CHECKPOINTS_ROOT, job_name)
 
 
 def remember_target(job_folder: Path, uri: str) -> None:

@@ -37,7 +37,7 @@ from sagemaker.local.local_session import LocalSagemakerClient
 from sagemaker.utils import format_tags
 
 from emulator import contract, resources
-from emulator.checkpoint_sync import CheckpointSync, remember_target
+from emulator.checkpoint_sync import CheckpointSync, job_folder, remember_target
 from emulator.cloud_layout import IntermediateUploads, upload_as_the_cloud_does
 from emulator.containers import TrainingContainer, remove_containers
 from emulator.engine import require_engine
@@ -253,13 +253,13 @@ def run_attempts(start: Callable[[], None], container: TrainingContainer, client
     interruptions: list[Interruption] = []
     attempt = 1
     if checkpoints:
-        remember_target(Path(session.work_dir, "checkpoints", job_name), checkpoints["S3Uri"])
+        remember_target(job_folder(session.work_dir, job_name), checkpoints["S3Uri"])
     while True:
         sync: Any = contextlib.nullcontext()
         if checkpoints:
             local_path = checkpoints.get("LocalPath") or str(contract.CHECKPOINT_LOCAL_DIR)
-            sync = CheckpointSync(checkpoints["S3Uri"], Path(session.work_dir, "checkpoints", job_name,
-                                                               f"attempt-{attempt}"), session.s3_client)
+            sync = CheckpointSync(checkpoints["S3Uri"], job_folder(session.work_dir, job_name) / f"attempt-{attempt}",
+                                  session.s3_client)
             restored = sync.restore()
             container.checkpoint_volume = (sync.folder, local_path)
             print(f"{ATTEMPT_LOG} {attempt}: {restored.files} checkpoint files ({restored.bytes / 2**20:.2f} MB) "
@@ -361,7 +361,7 @@ class _GuardedLocalClient(LocalSagemakerClient):
                            if cloud_layout else contextlib.nullcontext())
                 log_file = job_log_path(session.work_dir, TrainingJobName)
                 checkpoints = kwargs.get("CheckpointConfig")
-                guard.own_folder(Path(session.work_dir, "checkpoints", TrainingJobName))  # synced to its URI
+                guard.own_folder(job_folder(session.work_dir, TrainingJobName))  # synced to its URI
                 try:
                     with uploads, kept_log(log_file):
                         session.interruptions[TrainingJobName] = run_attempts(

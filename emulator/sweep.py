@@ -21,7 +21,7 @@ import docker
 import docker.errors
 
 from emulator import ownership
-from emulator.checkpoint_sync import rescue
+from emulator.checkpoint_sync import CHECKPOINTS_ROOT, rescue
 from emulator.containers import owned_containers, remove_tree
 from emulator.images import IMAGES, VARIANTS
 from emulator.ownership import DEAD, KIND_LABEL, PORT_LABEL, Leftover, Owner, Server
@@ -29,7 +29,6 @@ from emulator.progress import Log
 
 logger = logging.getLogger(__name__)
 # Where, under the work folder, the emulator keeps folders of one job or endpoint.
-CHECKPOINTS_ROOT = "checkpoints"  # a job's checkpoint folders (emulator.checkpoint_sync)
 FOLDER_ROOTS = ("containers", "code", "endpoints", CHECKPOINTS_ROOT)
 
 
